@@ -1,0 +1,37 @@
+# fiffdepth — two commands: `make reproduce` and `make test` (both install into .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU install path: this pin takes the CPU wheel (a bare `torch` may pull a multi-GB CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+PRESET ?= tiny
+OUT ?= outputs
+PYTEST_ARGS ?=
+
+.PHONY: install test reproduce clean-outputs help
+
+help:
+	@echo "make reproduce   install, then run the embedded-default reproduction into $(OUT)/"
+	@echo "make test        install, then run the whole test suite"
+	@echo "make install     create $(VENV) and install fiffdepth (idempotent, fast when nothing changed)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+reproduce: install
+	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT)
+
+clean-outputs:
+	rm -rf $(OUT)

@@ -1,0 +1,89 @@
+"""What every depth dataset shares: the skip-or-raise policy and the training augmentation.
+
+A subclass implements ``__len__`` and ``load(i) -> dict`` (an item from ``io.depth_item``
+before augmentation) and may raise ``DataError``. ``__getitem__`` applies the policy
+documented in ``fiffdepth.data.io`` and, when ``resolution`` is set, a square random crop,
+resize and horizontal flip drawn from ``numpy.random.default_rng([seed, index])`` so that
+item ``i`` under the same seed is bit-identical across runs and worker counts.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .io import DataError
+
+
+def square_crop_resize(item: dict, resolution: int, rng: np.random.Generator, flip: bool = True) -> dict:
+    """Random maximal square crop, resize to ``resolution``, random horizontal flip.
+
+    The image is resized bilinearly (antialiased); depth and mask with nearest, so an
+    invalid pixel is never blended into a valid one.
+    """
+    _, h, w = item["image"].shape
+    side = min(h, w)
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    do_flip = flip and bool(rng.random() < 0.5)
+    out = dict(item)
+    for key in ("image", "depth", "valid_mask", "mask"):
+        if key not in item:
+            continue
+        x = item[key][:, top:top + side, left:left + side]
+        if side != resolution:
+            if key == "image":
+                x = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear",
+                                  align_corners=False, antialias=side > resolution)[0].clamp_(0, 1)
+            else:
+                x = F.interpolate(x[None].float(), size=(resolution, resolution), mode="nearest-exact")[0].to(x.dtype)
+        if do_flip:
+            x = x.flip(-1)
+        out[key] = x.contiguous()
+    return out
+
+
+class DepthDataset(Dataset):
+    """Base of the depth datasets: ``image (3,H,W)``, ``depth (1,H,W)`` m, ``valid_mask``, ``name``."""
+
+    on_bad_default = "skip"
+
+    def __init__(self, resolution: int | None = None, seed: int = 0, on_bad: str | None = None):
+        self.resolution = resolution
+        self.seed = seed
+        self.on_bad = on_bad or self.on_bad_default
+        if self.on_bad not in ("skip", "raise"):
+            raise ValueError(f"on_bad must be 'skip' or 'raise', got {self.on_bad!r}")
+        self.skipped = 0
+
+    def load(self, index: int) -> dict:
+        raise NotImplementedError
+
+    def _item(self, index: int) -> dict:
+        item = self.load(index)
+        if self.resolution is not None:
+            rng = np.random.default_rng([self.seed, index])
+            item = square_crop_resize(item, self.resolution, rng)
+        if "valid_mask" in item and not bool(item["valid_mask"].any()):
+            raise DataError(f"{item['name']}: no valid depth pixel")
+        return item
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        if self.on_bad == "raise":
+            return self._item(index)
+        for k in range(n):
+            try:
+                return self._item((index + k) % n)
+            except DataError as err:
+                self.skipped += 1
+                warnings.warn(f"skipping bad sample ({self.skipped} so far): {err}", stacklevel=2)
+        raise DataError(f"{type(self).__name__}: none of its {n} samples is usable")
+

@@ -1,0 +1,234 @@
+"""Robust reading shared by every dataset: images, depth files, split files, folders and tars.
+
+Policy for bad input (the same in every loader of ``fiffdepth.data``):
+
+- A file that cannot be decoded (missing, corrupt, truncated, wrong bit depth for a depth
+  PNG, wrong size for a raw binary) raises :class:`DataError` whose message starts with the
+  file's path. ``DataError`` subclasses ``ValueError``.
+- Images are always returned as ``uint8 (H, W, 3)``: grayscale is replicated, alpha dropped,
+  palettes expanded, 16-bit images scaled to 8 bits (``>> 8``), float images clipped to [0, 1].
+- Depth values that are NaN, +-inf, zero or negative are invalid: depth 0 and mask False.
+- Training datasets (synthetic, Hypersim, Virtual KITTI, real folders/tars) *skip and count*
+  an item that raises ``DataError`` or has no valid depth: ``warnings.warn`` names the file,
+  ``dataset.skipped`` is incremented and the next index is returned instead, so an epoch
+  never stops on one bad file. Evaluation datasets *raise* instead (``on_bad="raise"``),
+  because silently dropping a test image changes the benchmark; pass ``on_bad="skip"`` to
+  override.
+- A folder with no matching file raises ``DataError`` naming the folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used; the message starts with its path."""
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class Root:
+    """A dataset root that is either a directory or a tar archive (Marigold ships tars).
+
+    ``read(rel)`` returns the bytes of ``rel``; tar members may be stored as ``rel`` or
+    ``./rel`` (Marigold's archives use the latter).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.path = Path(root)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: dataset root does not exist")
+        self.is_tar = self.path.is_file() and tarfile.is_tarfile(self.path)
+        if self.path.is_file() and not self.is_tar:
+            raise DataError(f"{self.path}: not a directory or a tar archive")
+        self._tar = None
+        self._members: dict[str, tarfile.TarInfo] | None = None
+
+    def describe(self, rel: str) -> str:
+        return f"{self.path}:{rel}" if self.is_tar else str(self.path / rel)
+
+    def _tar_index(self) -> dict[str, tarfile.TarInfo]:
+        if self._tar is None:
+            try:
+                self._tar = tarfile.open(self.path)
+                self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers() if m.isfile()}
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                raise DataError(f"{self.path}: cannot read tar archive ({err})") from err
+        return self._members
+
+    def exists(self, rel: str) -> bool:
+        return rel in self._tar_index() if self.is_tar else (self.path / rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        if not self.is_tar:
+            return read_bytes(self.path / rel)
+        member = self._tar_index().get(rel.removeprefix("./"))
+        if member is None:
+            raise DataError(f"{self.describe(rel)}: no such member")
+        try:
+            return self._tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise DataError(f"{self.describe(rel)}: cannot read member ({err})") from err
+
+    def __getstate__(self):  # DataLoader workers re-open the tar lazily
+        state = self.__dict__.copy()
+        state["_tar"], state["_members"] = None, None
+        return state
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read file ({err.strerror or err})") from err
+
+
+def list_files(directory: str | os.PathLike, extensions=IMAGE_EXTENSIONS, recursive: bool = True) -> list[Path]:
+    """Sorted files under ``directory`` whose suffix (lower-case) is in ``extensions``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a directory")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in directory.glob(pattern) if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise DataError(f"{directory}: no files with extension {'/'.join(extensions)}")
+    return files
+
+
+def read_split_file(path: str | os.PathLike) -> list[list[str]]:
+    """Marigold split file: one sample per line, whitespace-separated relative paths."""
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise DataError(f"{path}: split file lists no samples")
+    return lines
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def _open(src: str | os.PathLike | bytes, name: str) -> Image.Image:
+    data = src if isinstance(src, (bytes, bytearray)) else read_bytes(src)
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # decode now so truncation is caught here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{name}: cannot decode image ({err})") from err
+    return img
+
+
+def read_rgb(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """Any image file -> ``uint8 (H, W, 3)``."""
+    name = name or str(src)
+    img = _open(src, name)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if arr.dtype.kind == "f":
+            arr = np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0
+        elif arr.max(initial=0) > 255:  # 16-bit data
+            arr = np.clip(arr, 0, 65535).astype(np.uint32) >> 8
+        arr = arr.astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"{name}: unexpected image shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def read_depth_png(src: str | os.PathLike | bytes, name: str | None = None, scale: float = 1.0) -> np.ndarray:
+    """A 16-bit single-channel depth PNG -> ``float32 (H, W)`` raw value ``* scale``.
+
+    8-bit or colour PNGs are rejected: depth stored in 8 bits is almost always a
+    visualisation saved by mistake.
+    """
+    name = name or str(src)
+    img = _open(src, name)
+    arr = np.asarray(img)
+    if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32, np.uint32, np.int16):
+        raise DataError(f"{name}: expected a 16-bit single-channel depth PNG, got mode {img.mode} shape {arr.shape}")
+    return arr.astype(np.float32) * np.float32(scale)
+
+
+def read_gray(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """A mask/matte image -> ``float32 (H, W)`` in [0, 1] (8- or 16-bit, first channel of colour)."""
+    name = name or str(src)
+    img = _open(src, name)
+    arr = np.asarray(img)
+    if img.mode == "P":
+        arr = np.asarray(img.convert("L"))
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype.kind == "f":
+        return np.clip(np.nan_to_num(arr, nan=0.0), 0, 1).astype(np.float32)
+    peak = 255.0 if arr.dtype == np.uint8 else 65535.0
+    return (arr.astype(np.float32) / peak).clip(0, 1)
+
+
+def read_npy(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    name = name or str(src)
+    data = src if isinstance(src, (bytes, bytearray)) else read_bytes(src)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{name}: cannot read .npy ({err})") from err
+
+
+def read_raw_float32(src: str | os.PathLike | bytes, shape: tuple[int, int], name: str | None = None) -> np.ndarray:
+    """Headerless little-endian float32 raster (ETH3D ground truth)."""
+    name = name or str(src)
+    data = src if isinstance(src, (bytes, bytearray)) else read_bytes(src)
+    n = shape[0] * shape[1]
+    if len(data) != 4 * n:
+        raise DataError(f"{name}: expected {4 * n} bytes for a {shape[0]}x{shape[1]} float32 raster, got {len(data)}")
+    return np.frombuffer(data, dtype="<f4").reshape(shape).copy()
+
+
+# ----------------------------------------------------------------------------- depth
+
+
+def clean_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float = np.inf,
+                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Depth -> (depth float32 with 0 where invalid, valid bool).
+
+    Valid means finite and ``min_depth < depth < max_depth`` (strict, as Marigold's
+    ``_get_valid_mask``), and ``valid`` where a mask is given. ``min_depth`` is never below 0.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(depth) & (depth > max(min_depth, 0.0)) & (depth < max_depth)
+    if valid is not None:
+        ok &= valid.astype(bool)
+    return np.where(ok, depth, np.float32(0.0)).astype(np.float32), ok
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` -> ``float32 (3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def depth_item(rgb: np.ndarray, depth: np.ndarray, valid: np.ndarray, name: str) -> dict:
+    """The item dict of every depth dataset (see ``fiffdepth.data``)."""
+    if rgb.shape[:2] != depth.shape:
+        raise DataError(f"{name}: image {rgb.shape[:2]} and depth {depth.shape} sizes differ")
+    return {
+        "image": image_tensor(rgb),
+        "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None],
+        "valid_mask": torch.from_numpy(np.ascontiguousarray(valid, dtype=bool))[None],
+        "name": name,
+    }

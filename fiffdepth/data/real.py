@@ -1,0 +1,211 @@
+"""Unlabeled real images: the embedded scikit-image photos, a folder tree, webdataset tar shards.
+
+These feed the real-image branch of training (the paper's t = -1 step on LAION-Art, supervised
+by the teacher) and the qualitative figures. Items are ``{"image": (3,H,W) float32 in [0,1],
+"name": str}``. Unreadable files are skipped with a warning naming them and counted in
+``dataset.skipped`` (see ``fiffdepth.data.io``).
+
+Webdataset shards are plain tar files whose members share a key (the path up to the first dot
+of the basename): ``000123.jpg``, ``000123.txt``, ``000123.json``. Only the image member is
+read here; no ``webdataset`` dependency.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import io
+import os
+import tarfile
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .io import IMAGE_EXTENSIONS, DataError, image_tensor, list_files, read_rgb
+
+# Natural photos that ship inside the scikit-image wheel (no pooch download needed).
+# camera, coins and moon are grayscale and get replicated to RGB by ``read_rgb``.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "rocket.jpg",
+    "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg", "moon.png",
+    "retina.jpg", "ihc.png",
+)
+# Texture-like images, also shipped: used by the synthetic generator as surface textures.
+SKIMAGE_TEXTURES = ("brick.png", "grass.png", "gravel.png")
+
+
+def _skimage_dir() -> Path:
+    import skimage.data
+
+    return Path(skimage.data.__file__).parent
+
+
+@functools.lru_cache(maxsize=4)
+def skimage_images(names: tuple[str, ...] = SKIMAGE_PHOTOS) -> tuple[np.ndarray, ...]:
+    """The named scikit-image files that exist locally, as ``uint8 (H, W, 3)``."""
+    root = _skimage_dir()
+    images = []
+    for name in names:
+        if (root / name).is_file():
+            try:
+                images.append(read_rgb(root / name))
+            except DataError as err:
+                warnings.warn(f"skipping embedded photo: {err}")
+    if not images:
+        raise DataError(f"{root}: none of the embedded scikit-image photos is present")
+    return tuple(images)
+
+
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    _, h, w = image.shape
+    if (h, w) == (size, size):
+        return image
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=min(h, w) > size)[0].clamp_(0, 1)
+
+
+def augment_photo(rgb: np.ndarray, rng: np.random.Generator, size: int | None, plain: bool = False) -> torch.Tensor:
+    """Random crop (30-100 % of the short side, square if ``size``), flip, resize -> (3,H,W)."""
+    image = image_tensor(rgb)
+    _, h, w = image.shape
+    if plain:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        ch, cw = (side, side) if size else (h, w)
+        if not size:
+            top = left = 0
+    else:
+        side = int(round(min(h, w) * rng.uniform(0.3, 1.0)))
+        ch, cw = (side, side) if size else (side, int(min(w, round(side * rng.uniform(0.75, 1.33)))))
+        top = int(rng.integers(0, h - ch + 1))
+        left = int(rng.integers(0, w - cw + 1))
+    image = image[:, top:top + ch, left:left + cw]
+    if not plain and rng.random() < 0.5:
+        image = image.flip(-1)
+    return _resize(image, size) if size else image.contiguous()
+
+
+class EmbeddedRealImages(Dataset):
+    """Augmented scikit-image photos: item i < #photos is photo i (centre square), later items
+    are random crops/flips drawn from ``default_rng([seed, i])``."""
+
+    def __init__(self, n: int | None = None, size: int | None = None, seed: int = 0):
+        self.photos = skimage_images()
+        self.n = 8 * len(self.photos) if n is None else n
+        self.size, self.seed = size, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        k = index % len(self.photos)
+        rng = np.random.default_rng([self.seed, index])
+        image = augment_photo(self.photos[k], rng, self.size, plain=index < len(self.photos))
+        return {"image": image, "name": f"skimage_{SKIMAGE_PHOTOS[k].split('.')[0]}_{index:05d}"}
+
+
+def embedded_real_images(n: int | None = None, size: int | None = None, seed: int = 0) -> list[np.ndarray]:
+    """The embedded real set as ``uint8 (H, W, 3)`` arrays (see ``EmbeddedRealImages``)."""
+    ds = EmbeddedRealImages(n, size, seed)
+    return [(ds[i]["image"].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for i in range(len(ds))]
+
+
+class _RealBase(Dataset):
+    """Shared skip-and-count policy and optional ``resolution`` crop for unlabeled images."""
+
+    def __init__(self, resolution: int | None, seed: int):
+        self.resolution, self.seed, self.skipped = resolution, seed, 0
+
+    def read(self, index: int) -> tuple[np.ndarray, str]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(index)
+        for k in range(n):
+            j = (index + k) % n
+            try:
+                rgb, name = self.read(j)
+            except DataError as err:
+                self.skipped += 1
+                warnings.warn(f"skipping bad image ({self.skipped} so far): {err}", stacklevel=2)
+                continue
+            if self.resolution is None:
+                return {"image": image_tensor(rgb), "name": name}
+            rng = np.random.default_rng([self.seed, j])
+            image = image_tensor(rgb)
+            _, h, w = image.shape
+            side = min(h, w)
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            image = image[:, top:top + side, left:left + side]
+            if rng.random() < 0.5:
+                image = image.flip(-1)
+            return {"image": _resize(image, self.resolution).contiguous(), "name": name}
+        raise DataError(f"{type(self).__name__}: none of its {n} images is readable")
+
+
+class ImageFolder(_RealBase):
+    """Every image under ``root`` (recursively), sorted by path."""
+
+    def __init__(self, root: str | os.PathLike, resolution: int | None = None, seed: int = 0):
+        super().__init__(resolution, seed)
+        self.root = Path(root)
+        self.files = list_files(self.root)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, index: int) -> tuple[np.ndarray, str]:
+        path = self.files[index]
+        return read_rgb(path), str(path.relative_to(self.root))
+
+
+class TarShards(_RealBase):
+    """Images inside webdataset-style tar shards (LAION-Art style); ``shards`` is a glob,
+    a directory, or a list of paths. A shard that cannot be opened is skipped with a warning."""
+
+    def __init__(self, shards, resolution: int | None = None, seed: int = 0):
+        super().__init__(resolution, seed)
+        if isinstance(shards, (str, os.PathLike)):
+            p = Path(shards)
+            paths = sorted(p.glob("*.tar")) if p.is_dir() else sorted(Path(s) for s in glob.glob(str(shards)))
+        else:
+            paths = [Path(s) for s in shards]
+        if not paths:
+            raise DataError(f"{shards}: no tar shards found")
+        self.index: list[tuple[Path, str, int, int]] = []  # shard, member name, offset, size
+        for path in paths:
+            try:
+                with tarfile.open(path) as tar:
+                    for m in tar.getmembers():
+                        if m.isfile() and os.path.splitext(m.name)[1].lower() in IMAGE_EXTENSIONS:
+                            self.index.append((path, m.name, m.offset_data, m.size))
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                self.skipped += 1
+                warnings.warn(f"skipping unreadable shard {path}: {err}")
+        if not self.index:
+            raise DataError(f"{shards}: the tar shards hold no image")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read(self, index: int) -> tuple[np.ndarray, str]:
+        path, member, offset, size = self.index[index]
+        name = f"{path}:{member}"
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+        except OSError as err:
+            raise DataError(f"{name}: cannot read ({err})") from err
+        if len(data) != size:
+            raise DataError(f"{name}: truncated member ({len(data)} of {size} bytes)")
+        return read_rgb(io.BytesIO(data).getvalue(), name), name

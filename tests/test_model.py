@@ -1,0 +1,126 @@
+"""FiffDepthModel: Eq. 1 and Eq. 4 steps, timestep embeddings, empty prompt, save/load, hub errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fiffdepth.hub import FiffDepthError, HubUnreachableError
+from fiffdepth.model import EXTEND_T, FEED_FORWARD_T, FiffDepthModel, empty_prompt_embedding
+
+
+def test_feed_forward_and_extend_shapes(tiny_model):
+    x0 = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        d0 = tiny_model.predict_latent(x0)
+        dm1 = tiny_model.extend(d0)
+    assert d0.shape == x0.shape and dm1.shape == x0.shape
+    # the UNet keeps its 4-channel input: the image latent alone (no concatenation)
+    assert tiny_model.unet.config.in_channels == 4
+    # t = 0 and t = -1 are different functions of the same weights
+    with torch.no_grad():
+        assert not torch.allclose(tiny_model.denoise(x0, FEED_FORWARD_T), tiny_model.denoise(x0, EXTEND_T))
+
+
+def test_timestep_embeddings_distinct_for_minus1_0_and_trajectory(tiny_model):
+    t = torch.arange(-1, 1000)  # -1, 0 and every trajectory index 1..999
+    emb = tiny_model.unet.time_proj(t)
+    assert emb.shape[0] == 1001
+    d = torch.cdist(emb, emb)
+    d.fill_diagonal_(float("inf"))
+    assert d.min().item() > 1e-4
+    # -1 is an embedding input, not an index: it must not coincide with step 999
+    assert not torch.allclose(emb[0], emb[-1])
+
+
+def _tiny_clip(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    enc = CLIPTextModel(CLIPTextConfig(vocab_size=4, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                       num_attention_heads=2, max_position_embeddings=8, bos_token_id=0,
+                                       eos_token_id=1, pad_token_id=1, projection_dim=32))
+    return tok, enc
+
+
+def test_empty_prompt_is_bos_eos_only(tmp_path):
+    tok, enc = _tiny_clip(tmp_path)
+    ids = tok("", padding="do_not_pad", return_tensors="pt").input_ids
+    assert ids.tolist() == [[0, 1]]
+    emb = empty_prompt_embedding(tok, enc)
+    assert emb.shape == (1, 2, 32)
+
+
+def test_save_load_same_outputs(tiny_model, tmp_path):
+    tiny_model.eval()  # from_pretrained returns eval mode; compare like with like
+    x0 = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        ref0, ref1 = tiny_model.predict_latent(x0), tiny_model.extend(x0)
+    tiny_model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "m" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "m" / "scheduler" / "scheduler_config.json").is_file()
+    loaded = FiffDepthModel.from_pretrained(tmp_path / "m")
+    again = FiffDepthModel.from_pretrained(tmp_path / "m")
+    for name, p in tiny_model.state_dict().items():
+        assert torch.equal(p, loaded.state_dict()[name]), name
+    with torch.no_grad():
+        # identical weights; oneDNN kernels may round differently for differently aligned
+        # buffers (safetensors memory-maps), so fresh-vs-loaded agrees to float precision ...
+        assert torch.allclose(loaded.predict_latent(x0), ref0, atol=1e-5, rtol=0)
+        assert torch.allclose(loaded.extend(x0), ref1, atol=1e-5, rtol=0)
+        # ... and two loads of the same directory agree bit for bit
+        assert torch.equal(loaded.predict_latent(x0), again.predict_latent(x0))
+    # saving over an existing directory replaces it atomically, leaving no temp dirs behind
+    loaded.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_stable_diffusion_layout_loads_and_computes_empty_embedding(tiny_model, tmp_path):
+    """A directory in SD's layout (unet/ vae/ scheduler/ text_encoder/ tokenizer/) loads."""
+    sd = tmp_path / "sd"
+    tiny_model.unet.save_pretrained(sd / "unet")
+    tiny_model.vae.save_pretrained(sd / "vae")
+    tiny_model.scheduler.save_pretrained(sd / "scheduler")
+    tok, enc = _tiny_clip(tmp_path)
+    tok.save_pretrained(sd / "tokenizer")
+    enc.save_pretrained(sd / "text_encoder")
+    m = FiffDepthModel.from_pretrained(sd)
+    assert torch.allclose(m.empty_text_embedding, empty_prompt_embedding(tok, enc))
+    assert m.scheduler.config.prediction_type == "v_prediction"
+    assert m.scheduler.config.num_train_timesteps == 1000
+
+
+def test_unreachable_hub_id_fails_with_one_line():
+    code = ("from fiffdepth.model import FiffDepthModel\n"
+            "FiffDepthModel.from_pretrained('fiffdepth-test/does-not-exist')\n")
+    with pytest.raises(HubUnreachableError) as info:
+        exec(code, {})
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "fiffdepth-test/does-not-exist" in msg and "local directory" in msg
+
+
+def test_missing_local_directory_is_clear(tmp_path):
+    with pytest.raises(FiffDepthError, match="does not exist"):
+        FiffDepthModel.from_pretrained(tmp_path / "nope")
+
+
+def test_cli_reports_unreachable_model_in_one_line(tmp_path):
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(img)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")  # same code path, minus the library's 30 s of retries
+    r = subprocess.run([sys.executable, "-m", "fiffdepth.cli", "predict", str(img), "--model",
+                        "fiffdepth-test/does-not-exist", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "local directory" in lines[0], r.stderr
