@@ -96,6 +96,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     eval_every: int = 1000
+    heldout: int = 0  # synthetic samples kept out of training for the held-out d0 loss
     seed: int = 0
     output_dir: str = "runs/fiffdepth-paper"
 
@@ -218,6 +219,7 @@ def tiny_config() -> FiffDepthConfig:
             keep_checkpoints=2,
             log_every=10,
             eval_every=200,
+            heldout=32,
             output_dir="runs/fiffdepth-tiny",
         ),
     )

@@ -179,7 +179,32 @@ class FiffDepthModel(nn.Module):
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
 
+MODEL_ENTRIES = ("unet", "vae", "scheduler", EMPTY_EMBEDDING_FILE, INDEX_FILE)
+
+
 def _replace_dir(tmp: Path, directory: Path) -> None:
+    """Move ``tmp`` into place. A directory holding other things too (a training run's
+    checkpoints and logs) keeps them: only the model's own entries are swapped, each by rename,
+    the index last so a reader never sees a new index over old weights."""
+    if directory.exists() and any(p.name not in MODEL_ENTRIES for p in directory.iterdir()):
+        for name in MODEL_ENTRIES:
+            new, cur = tmp / name, directory / name
+            if not new.exists():
+                continue
+            old = directory / f".{name}.old"
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+            if cur.exists():
+                cur.rename(old)
+            new.rename(cur)
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = None
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")

@@ -1,0 +1,173 @@
+"""Latent cache: encode images, GT depth and pseudo-labels with the frozen VAE once.
+
+Layout: ``<root>/<key>/shard_00000.safetensors`` … plus ``index.json`` (written last, so a
+cache without it is incomplete and rebuilt). The key hashes everything that changes a latent:
+the VAE weights and config, the codec settings, the resolution and the source files (paths,
+sizes, mtimes). Training reads latents when the key matches and rebuilds when it does not.
+
+Each shard holds ``x0`` (N, C, h, w) image latents, ``d`` (N, C, h, w) depth latents and
+``mask`` (N, 1, h, w) latent valid masks (Marigold's whole-patch rule), in float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .codecs import DepthCodec, ImageCodec, latent_valid_mask, normalize_depth
+
+CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 1}
+
+
+def vae_fingerprint(vae) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for name, p in sorted(vae.state_dict().items()):
+        h.update(name.encode())
+        t = p.detach().float().cpu().contiguous()
+        h.update(t.numpy().tobytes()[:: max(1, t.numel() // 4096)])  # a strided sample: fast at SD2 size
+        h.update(str(tuple(t.shape)).encode())
+        h.update(f"{float(t.double().sum()):.10e}".encode())
+    return h.hexdigest()
+
+
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(str(x) for x in paths):
+        try:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"{p}:missing".encode())
+    return h.hexdigest()
+
+
+def cache_key(vae, resolution: int, sources: dict) -> str:
+    blob = json.dumps({"vae": vae_fingerprint(vae), "resolution": resolution, "codec": CODEC_SETTINGS,
+                       "sources": sources}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class LatentCache(torch.utils.data.Dataset):
+    """Read-only view of a built cache; ``__getitem__`` gives ``(x0, d, mask)``."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        index_path = self.dir / "index.json"
+        try:
+            self.index = json.loads(index_path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{index_path}: latent cache index unreadable ({err})") from None
+        self.shards = [self.dir / s["file"] for s in self.index["shards"]]
+        self.counts = [s["count"] for s in self.index["shards"]]
+        self.offsets = [0]
+        for c in self.counts:
+            self.offsets.append(self.offsets[-1] + c)
+        self.names = self.index["names"]
+        self._open: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def _shard(self, k: int) -> dict:
+        if k not in self._open:
+            if len(self._open) > 4:
+                self._open.clear()
+            with safe_open(str(self.shards[k]), framework="pt") as f:
+                self._open[k] = {name: f.get_tensor(name) for name in f.keys()}
+        return self._open[k]
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = next(j for j in range(len(self.counts)) if i < self.offsets[j + 1])
+        s = self._shard(k)
+        j = i - self.offsets[k]
+        return s["x0"][j], s["d"][j], s["mask"][j]
+
+    def tensors(self, indices: Iterable[int] | None = None):
+        """Stacked (x0, d, mask) for the given indices (all by default)."""
+        idx = range(len(self)) if indices is None else list(indices)
+        items = [self[i] for i in idx]
+        return tuple(torch.stack(t) for t in zip(*items))
+
+
+def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[dict]], n_items: int, vae,
+                       shard_size: int = 256, batch_size: int = 16, progress: bool = True,
+                       description: str = "cache") -> LatentCache:
+    """Encode ``items()`` (dicts with image (3,H,W) [0,1], depth (1,H,W), valid_mask (1,H,W)) once.
+
+    Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
+    """
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    target = root / key
+    if (target / "index.json").is_file():
+        try:
+            return LatentCache(target)
+        except ValueError as err:
+            warnings.warn(f"rebuilding latent cache: {err}")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    images, depths = ImageCodec(vae), DepthCodec(vae)
+    dev, dt = vae.device, vae.dtype
+    shards, names = [], []
+    buf: dict[str, list] = {"x0": [], "d": [], "mask": []}
+    pending: list[dict] = []
+
+    def flush_batch():
+        if not pending:
+            return
+        img = torch.stack([p["image"] for p in pending]).to(dev, dt)
+        dep = torch.stack([p["depth"] for p in pending]).to(dev)
+        val = torch.stack([p["valid_mask"] for p in pending]).to(dev)
+        with torch.no_grad():
+            buf["x0"].append(images.encode(img).float().cpu())
+            buf["d"].append(depths.encode(normalize_depth(dep, val).to(dt)).float().cpu())
+        buf["mask"].append(latent_valid_mask(val, images.scale_factor).cpu())
+        names.extend(p["name"] for p in pending)
+        pending.clear()
+
+    def flush_shard():
+        flush_batch()
+        if not buf["x0"]:
+            return
+        tensors = {k: torch.cat(v).contiguous() for k, v in buf.items()}
+        fname = f"shard_{len(shards):05d}.safetensors"
+        save_file(tensors, str(tmp / fname))
+        shards.append({"file": fname, "count": int(tensors["x0"].shape[0])})
+        for v in buf.values():
+            v.clear()
+
+    try:
+        count = 0
+        for item in tqdm(items(), total=n_items, desc=f"encode {description}", disable=not progress):
+            pending.append(item)
+            count += 1
+            if len(pending) == batch_size:
+                flush_batch()
+            if count % shard_size == 0:
+                flush_shard()
+        flush_shard()
+        if not shards:
+            raise ValueError(f"{description}: no usable samples to cache")
+        (tmp / "index.json").write_text(json.dumps({"key": key, "shards": shards, "names": names,
+                                                    "codec": CODEC_SETTINGS}))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return LatentCache(target)

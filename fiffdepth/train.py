@@ -1,0 +1,545 @@
+"""Fine-tune FiffDepth with accelerate (Eq. 7): one trainer from a laptop CPU to many GPUs.
+
+Each optimisation step draws a synthetic half-batch (image, GT depth) and a real half-batch
+(image, teacher pseudo-label) from latent caches and minimises ``fiffdepth_objective``.
+Everything random in a step (which samples, the trajectory noise and timesteps) is a function
+of (seed, micro-step, rank), so a resumed run replays exactly what an uninterrupted run does.
+
+    fiffdepth train --preset tiny
+    accelerate launch --num_processes 8 -m fiffdepth.cli train --preset paper --set data.synthetic=...
+    torchrun --nproc_per_node 2 -m fiffdepth.cli train --preset tiny      # CPU, gloo
+
+Run directory: the final model in the diffusers layout (loadable by
+``FiffDepthPipeline.from_pretrained(run_dir)``), ``checkpoints/checkpoint-NNNNNN/``,
+``losses.jsonl``, ``config.yaml``, TensorBoard logs under ``logs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
+from .config import FiffDepthConfig, add_config_arguments, config_from_args
+from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
+from .model import FiffDepthModel
+
+CKPT_PREFIX = "checkpoint-"
+MANIFEST = "manifest.json"
+
+
+# -- data: sources -> latent caches ---------------------------------------------------------------
+
+def _synthetic_dataset(entry: str):
+    kind, _, path = entry.partition(":")
+    if not path:
+        kind, path = "embedded", kind
+    if kind == "embedded":
+        from .data.synthetic import SyntheticDepthDataset as cls
+    elif kind == "hypersim":
+        from .data.hypersim import HypersimDataset as cls
+    elif kind in ("hypersim_marigold", "hypersim-marigold"):
+        from .data.hypersim import HypersimMarigoldDataset as cls
+    elif kind == "vkitti":
+        from .data.vkitti import VirtualKitti2Dataset as cls
+    else:
+        raise ValueError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_marigold, vkitti)")
+    return cls(path)
+
+
+def _real_dataset(entry: str):
+    from .data.real import ImageFolder, TarShards
+
+    p = Path(entry)
+    if p.is_dir() and not any(p.glob("*.tar")):
+        return ImageFolder(p)
+    return TarShards(entry)
+
+
+def pseudo_label_path(pseudo_dir: Path, name: str) -> Path:
+    """Where ``fiffdepth pseudolabel`` put the label of the image with this relative name."""
+    return pseudo_dir / Path(name.replace(":", "/")).with_suffix(".npy")
+
+
+def _dataset_files(ds) -> list:
+    """The files a dataset reads, for the cache key (their sizes and mtimes invalidate it)."""
+    for attr in ("files", "paths", "index"):
+        v = getattr(ds, attr, None)
+        if isinstance(v, (list, tuple)) and v:
+            return sorted({str(x[0] if isinstance(x, tuple) else x) for x in v})
+    root = getattr(ds, "root", None)
+    if root is not None and Path(root).is_dir():
+        return sorted(str(p) for p in Path(root).rglob("*") if p.is_file())
+    return [str(root)]
+
+
+def _crop(item: dict, resolution: int, seed: int, index: int) -> dict:
+    from .data.base import square_crop_resize
+
+    rng = np.random.default_rng([seed, index])
+    return square_crop_resize(item, resolution, rng, flip=False)
+
+
+def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = True):
+    """(synthetic cache, real cache or None) for the config's data, built once per VAE/settings."""
+    res = cfg.data.resolution
+    seed = cfg.train.seed
+    syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
+    if not syn_sets:
+        raise ValueError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
+    syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.synthetic, syn_sets)]}
+    n_syn = sum(len(d) for d in syn_sets)
+
+    def syn_items():
+        k = 0
+        for d in syn_sets:
+            for i in range(len(d)):
+                item = d[i]
+                yield _crop(item, res, seed, k)
+                k += 1
+
+    syn = build_latent_cache(cache_root, "syn-" + cache_key(vae, res, syn_src), syn_items, n_syn, vae,
+                             progress=progress, description="synthetic")
+    if cfg.loss.teacher_supervision == "none" or not cfg.data.real:
+        return syn, None
+    pseudo_dir = Path(cfg.data.pseudo_labels)
+    if not pseudo_dir.is_dir():
+        raise ValueError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
+    real_sets = [_real_dataset(e) for e in cfg.data.real]
+    n_real = sum(len(d) for d in real_sets)
+    real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
+                "pseudo": files_fingerprint(pseudo_dir.rglob("*.npy"))}
+    missing = []
+
+    def real_items():
+        k = 0
+        for d in real_sets:
+            for i in range(len(d)):
+                item = d[i]
+                label = pseudo_label_path(pseudo_dir, item["name"])
+                try:
+                    depth = np.load(label, allow_pickle=False).astype(np.float32)
+                except (OSError, ValueError) as err:
+                    missing.append(str(label))
+                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} unusable ({type(err).__name__})")
+                    continue
+                if depth.ndim != 2 or depth.shape != tuple(item["image"].shape[-2:]):
+                    missing.append(str(label))
+                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} has shape {depth.shape}, "
+                                  f"image is {tuple(item['image'].shape[-2:])}")
+                    continue
+                t = torch.from_numpy(depth)[None]
+                valid = torch.isfinite(t) & (t > 0)
+                yield _crop({"image": item["image"], "depth": torch.where(valid, t, 0.0), "valid_mask": valid,
+                             "name": item["name"]}, res, seed, 10_000_000 + k)
+                k += 1
+
+    real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items, n_real, vae,
+                              progress=progress, description="real")
+    if missing:
+        warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
+    return syn, real
+
+
+# -- deterministic sampling ---------------------------------------------------------------------------
+
+def _seed_for(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(",".join(map(str, parts)).encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def stream_indices(n: int, start: int, count: int, seed: int, salt: int) -> list[int]:
+    """Positions [start, start+count) of an endless stream of per-epoch permutations of range(n)."""
+    out = []
+    perms: dict[int, torch.Tensor] = {}
+    for p in range(start, start + count):
+        epoch = p // n
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(_seed_for(seed, salt, epoch)))
+        out.append(int(perms[epoch][p % n]))
+    return out
+
+
+class ObjectiveModule(nn.Module):
+    """Eq. 7 as one ``forward`` so DDP sees a single forward per backward (the UNet runs 2–3 times)."""
+
+    def __init__(self, model: FiffDepthModel, loss_cfg):
+        super().__init__()
+        self.model = model
+        self.loss_cfg = loss_cfg
+
+    def forward(self, x0_syn, d_syn, mask_syn, x0_real, d_real, mask_real, timesteps, noise):
+        batch = ObjectiveBatch(x0_syn, d_syn, x0_real, d_real, mask_syn, mask_real)
+        total, terms = fiffdepth_objective(self.model, batch, self.loss_cfg, timesteps=timesteps, noise=noise)
+        return total, torch.stack([terms[k].float() for k in LOSS_TERMS])
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, ema, state: dict, keep: int) -> Path:
+    """Atomically write checkpoint-<step>: temp dir, manifest of checksums last, then rename."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"{CKPT_PREFIX}{step:06d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step:06d}-", dir=ckpt_root))
+    try:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        if ema is not None:
+            torch.save(ema.state_dict(), tmp / "ema.pt")
+        rng = {"torch": torch.random.get_rng_state().tolist()}
+        if torch.cuda.is_available():
+            rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+        (tmp / "rng_state.json").write_text(json.dumps(rng))
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(tmp)): _sha256(p) for p in files}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2))
+        for p in [*files, tmp / MANIFEST]:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    if not ckpt_root.is_dir():
+        return []
+    return sorted(p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith(CKPT_PREFIX))
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None if complete and intact, else the problem (naming the file)."""
+    man = path / MANIFEST
+    if not man.is_file():
+        return f"{man}: missing (checkpoint half-written)"
+    try:
+        files = json.loads(man.read_text())["files"]
+    except (ValueError, KeyError) as err:
+        return f"{man}: unreadable ({err})"
+    for rel, digest in files.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{f}: missing"
+        if _sha256(f) != digest:
+            return f"{f}: checksum mismatch (corrupt)"
+    return None
+
+
+def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
+    """``latest``: newest intact checkpoint, warning about each broken one skipped; or a path."""
+    if resume in ("", "none", None):
+        return None
+    candidates = list_checkpoints(ckpt_root)[::-1] if resume == "latest" else [Path(resume)]
+    for c in candidates:
+        problem = verify_checkpoint(c)
+        if problem is None:
+            return c
+        warnings.warn(f"ignoring checkpoint {c.name}: {problem}; falling back to the previous one")
+    if resume != "latest":
+        raise ValueError(f"{resume}: no intact checkpoint there")
+    return None
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+
+def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
+    if cfg.model.pretrained:
+        return FiffDepthModel.from_pretrained(cfg.model.pretrained, cfg.model)
+    return FiffDepthModel.from_config(cfg.model, seed=cfg.train.seed)
+
+
+def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None) -> dict:
+    """Run (or resume) a training run; returns a summary dict. See the module docstring."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    tc = cfg.train
+    out = Path(tc.output_dir)
+    trackers = ["tensorboard"] if _has_tensorboard() else None
+    # cpu=True when there is no GPU: accelerate then runs torchrun/launch processes as MULTI_CPU over gloo
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accumulation,
+                              log_with=trackers, project_dir=str(out / "logs"))
+    set_seed(tc.seed)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    half = tc.batch_size // 2
+    if half < world or half % (world * tc.grad_accumulation):
+        raise ValueError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
+                         f"{world} process(es) × {tc.grad_accumulation} accumulation step(s)")
+    micro_half = half // tc.grad_accumulation  # global samples per half per micro-step
+    local_half = micro_half // world
+
+    model = _load_model(cfg)
+    model.vae.to(accelerator.device)
+    if cfg.model.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    cache_root = Path(cache_root) if cache_root else out.parent / ".latent_cache"
+    with accelerator.main_process_first():
+        syn, real = build_caches(cfg, model.vae, cache_root, progress=progress and accelerator.is_main_process)
+    n_held = min(tc.heldout, len(syn) // 4) if tc.heldout else 0
+    n_train = len(syn) - n_held
+    held = syn.tensors(range(n_train, len(syn))) if n_held else None
+    use_real = real is not None and len(real) > 0
+    model.vae.to("cpu")  # the VAE is not needed while training on cached latents
+
+    model.unet.train()
+    optimizer = torch.optim.AdamW(model.unet.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    lr_scheduler = get_scheduler(tc.lr_schedule, optimizer, num_warmup_steps=tc.lr_warmup_steps,
+                                 num_training_steps=tc.iterations)
+    ema = None
+    if tc.ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(model.unet.parameters(), decay=tc.ema_decay)
+    module = ObjectiveModule(model, cfg.loss)
+    module, optimizer = accelerator.prepare(module, optimizer)
+
+    ckpt_root = out / "checkpoints"
+    step = 0
+    start = find_resume_checkpoint(ckpt_root, resume or "none")
+    if start is not None:
+        step = _restore(start, accelerator.unwrap_model(module).model.unet, optimizer, lr_scheduler, ema)
+        if accelerator.is_main_process:
+            print(f"resumed from {start} at step {step}")
+    log_path = out / "losses.jsonl"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
+        _truncate_log(log_path, step)
+        if trackers:
+            accelerator.init_trackers("fiffdepth", config=_flat(cfg.to_dict()))
+
+    if held is not None and step == 0 and accelerator.is_main_process:
+        _append_log(log_path, {"step": 0, "heldout_d0_mae": heldout_d0_mae(model, held, ema)})
+    acp_len = len(model.scheduler.alphas_cumprod)
+    bar = tqdm(total=tc.iterations, initial=step, desc="train", disable=not (progress and accelerator.is_main_process))
+    t_start, steps_done, last = time.time(), 0, {}
+    while step < tc.iterations:
+        sums = torch.zeros(len(LOSS_TERMS) + 1, device=accelerator.device)
+        for a in range(tc.grad_accumulation):
+            m = step * tc.grad_accumulation + a
+            batch = _micro_batch(syn, real if use_real else None, n_train, m, micro_half, rank, local_half,
+                                 tc.seed, acp_len, accelerator.device)
+            with accelerator.accumulate(module):
+                total, terms = module(*batch)
+                accelerator.backward(total)
+                if accelerator.sync_gradients and tc.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            sums += torch.cat([total.detach().float()[None], terms.detach()]) / tc.grad_accumulation
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(module).model.unet.parameters())
+        step += 1
+        steps_done += 1
+        sums = accelerator.reduce(sums, reduction="mean")
+        last = {"step": step, "loss": float(sums[0]), **{k: float(v) for k, v in zip(LOSS_TERMS, sums[1:])},
+                "lr": lr_scheduler.get_last_lr()[0]}
+        if held is not None and (step % tc.eval_every == 0 or step == tc.iterations):
+            last["heldout_d0_mae"] = heldout_d0_mae(accelerator.unwrap_model(module).model, held, ema)
+        if accelerator.is_main_process:
+            if step % tc.log_every == 0 or "heldout_d0_mae" in last or step == tc.iterations:
+                _append_log(log_path, last)
+                if trackers:
+                    accelerator.log({f"loss/{k}" if k in LOSS_TERMS or k == "loss" else k: v
+                                     for k, v in last.items() if k != "step"}, step=step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", it_s=f"{steps_done / max(1e-9, time.time() - t_start):.2f}")
+        if step % tc.checkpoint_every == 0 and step < tc.iterations:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                write_checkpoint(ckpt_root, step, accelerator.unwrap_model(module).model.unet, optimizer,
+                                 lr_scheduler, ema, {"step": step, "micro_step": step * tc.grad_accumulation,
+                                                     "data_position": step * half, "world_size": world,
+                                                     "last": last}, tc.keep_checkpoints)
+            accelerator.wait_for_everyone()
+    bar.close()
+    elapsed = time.time() - t_start
+    accelerator.wait_for_everyone()
+    final = accelerator.unwrap_model(module).model
+    if ema is not None:
+        ema.copy_to(final.unet.parameters())
+    # every rank's weight digest: DDP must leave all replicas identical
+    from accelerate.utils import gather_object
+
+    digests = gather_object([weights_digest(final.unet)])
+    summary = {"steps": step, "seconds": elapsed, "it_per_s": steps_done / elapsed if elapsed > 0 else None,
+               "final": last, "output_dir": str(out), "world_size": world, "device": str(accelerator.device),
+               "rank_weight_digests": digests}
+    if accelerator.is_main_process:
+        final.unet.eval()
+        final.vae.to("cpu")
+        final.save_pretrained(out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        msg = (f"trained {steps_done} step(s) to step {step} in {elapsed:.1f}s "
+               f"({summary['it_per_s'] or 0:.2f} it/s on {world} process(es)); loss {last.get('loss', float('nan')):.4f}")
+        if "heldout_d0_mae" in last:
+            msg += f", held-out d0 MAE {last['heldout_d0_mae']:.4f}"
+        print(msg + f"; model saved to {out}")
+    accelerator.end_training()
+    return summary
+
+
+def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
+                 local_half: int, seed: int, acp_len: int, device):
+    lo = rank * local_half
+    idx = stream_indices(n_train, m * micro_half, micro_half, seed, 0)[lo:lo + local_half]
+    x0_syn, d_syn, mask_syn = syn.tensors(idx)
+    if real is not None:
+        ridx = stream_indices(len(real), m * micro_half, micro_half, seed, 1)[lo:lo + local_half]
+        x0_real, d_real, mask_real = real.tensors(ridx)
+    else:
+        x0_real = d_real = mask_real = None
+    g = torch.Generator().manual_seed(_seed_for(seed, 2, m, rank))
+    # latent-space horizontal flip as augmentation (the same flip for image and depth latents)
+    flip = torch.rand(len(idx), generator=g) < 0.5
+    x0_syn, d_syn, mask_syn = (torch.where(flip.view(-1, 1, 1, 1), t.flip(-1), t) for t in (x0_syn, d_syn, mask_syn))
+    timesteps = sample_trajectory_timesteps(len(idx), acp_len, generator=g)
+    noise = torch.randn(x0_syn.shape, generator=g)
+    tensors = [x0_syn, d_syn, mask_syn, x0_real, d_real, mask_real, timesteps, noise]
+    return [t.to(device) if t is not None else None for t in tensors]
+
+
+@torch.no_grad()
+def heldout_d0_mae(model: FiffDepthModel, held, ema=None) -> float:
+    """Eq. 5 on held-out synthetic latents (d0 against GT depth latents), EMA weights if kept."""
+    x0, d, mask = held
+    unet = model.unet
+    was_training = unet.training
+    unet.eval()
+    if ema is not None:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+    dev = next(unet.parameters()).device
+    try:
+        vals = [latent_mae(model.predict_latent(x0[i:i + 16].to(dev)).float(), d[i:i + 16].to(dev), mask[i:i + 16].to(dev)).item()
+                for i in range(0, len(x0), 16)]
+    finally:
+        if ema is not None:
+            ema.restore(unet.parameters())
+        unet.train(was_training)
+    return float(np.mean(vals))
+
+
+def weights_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _restore(path: Path, unet, optimizer, lr_scheduler, ema) -> int:
+    from safetensors.torch import load_file
+
+    weights = path / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.load_state_dict(load_file(str(weights)))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
+    if ema is not None and (path / "ema.pt").is_file():
+        ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
+    rng = json.loads((path / "rng_state.json").read_text())
+    torch.random.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    return int(json.loads((path / "trainer_state.json").read_text())["step"])
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume, drop log lines past the checkpoint (a killed run may have logged further)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue  # a torn last line from a kill
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep))
+    tmp.replace(path)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The run's losses.jsonl as a list of dicts (for notebooks and tests)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+# -- CLI ------------------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", default="none", help="'latest', a checkpoint directory, or 'none' (default)")
+    parser.add_argument("--output-dir", default=None, help="shortcut for --set train.output_dir=...")
+    parser.add_argument("--cache-dir", default=None, help="latent cache root (default: <output_dir>/../.latent_cache)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.output_dir:
+        cfg = cfg.override({"train.output_dir": args.output_dir})
+    train(cfg, resume=args.resume, progress=not args.no_progress, cache_root=args.cache_dir)
+    return 0
