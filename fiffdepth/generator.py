@@ -261,7 +261,7 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
                        unet_steps: int = 2000, resolution: int | None = None, max_images: int = 2000,
                        holdout: int = 32, seed: int = 0, progress: bool = True) -> dict:
     """Both stages on the embedded data; writes the SD layout to ``out_dir`` and returns a report."""
-    from .data.real import embedded_real_images
+    from .data.real import EmbeddedRealImages
     from .data.synthetic import SyntheticDepthDataset
 
     res = resolution or cfg.data.resolution
@@ -271,8 +271,8 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     images = torch.stack([it["image"] for it in items])
     depths = torch.stack([it["depth"] for it in items])
     masks = torch.stack([it["valid_mask"] for it in items])
-    real = embedded_real_images(size=res, seed=seed)
-    real = torch.stack([r["image"] if isinstance(r, dict) else r for r in real])
+    real_set = EmbeddedRealImages(size=res, seed=seed)
+    real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
     h = min(holdout, n // 4)
     train_imgs = torch.cat([images[h:], real[: max(0, len(real) - 8)]])
     torch.manual_seed(seed)

@@ -49,12 +49,12 @@ def _synthetic_dataset(entry: str):
         from .data.synthetic import SyntheticDepthDataset as cls
     elif kind == "hypersim":
         from .data.hypersim import HypersimDataset as cls
-    elif kind in ("hypersim_marigold", "hypersim-marigold"):
-        from .data.hypersim import HypersimMarigoldDataset as cls
+    elif kind in ("hypersim_raw", "hypersim-raw"):
+        from .data.hypersim import HypersimRawDataset as cls
     elif kind == "vkitti":
-        from .data.vkitti import VirtualKitti2Dataset as cls
+        from .data.vkitti import VirtualKITTI2Dataset as cls
     else:
-        raise ValueError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_marigold, vkitti)")
+        raise ValueError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_raw, vkitti)")
     return cls(path)
 
 

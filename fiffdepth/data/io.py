@@ -143,7 +143,7 @@ def read_rgb(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndar
         return np.repeat(arr[..., None], 3, axis=2)
     if img.mode != "RGB":
         img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
-    arr = np.asarray(img)
+    arr = np.array(img)  # a writable copy (torch.from_numpy warns on read-only arrays)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{name}: unexpected image shape {arr.shape}")
     return np.ascontiguousarray(arr)

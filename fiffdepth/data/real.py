@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import io
 import os
 import tarfile
 import warnings
@@ -208,4 +207,4 @@ class TarShards(_RealBase):
             raise DataError(f"{name}: cannot read ({err})") from err
         if len(data) != size:
             raise DataError(f"{name}: truncated member ({len(data)} of {size} bytes)")
-        return read_rgb(io.BytesIO(data).getvalue(), name), name
+        return read_rgb(data, name), name

@@ -229,23 +229,27 @@ class Camera:
         """Pixel rectangles (K, 4: r0, r1, c0, c1) covering each primitive's bounding box."""
         n = self.size
         out = np.tile(np.array([0, n, 0, n]), (len(corners), 1))
-        for k, c in enumerate(corners):
-            if c is None:
-                continue
-            rows, cols, z = self.project(c)
-            if self.scale is None and (z < NEAR).any():
-                if (z < NEAR).all():
-                    out[k] = 0
-                    continue
+        bounded = [k for k, c in enumerate(corners) if c is not None]
+        if not bounded:
+            return out
+        pts = np.stack([corners[k] for k in bounded])  # (B, 8, 3)
+        rows, cols, z = (a.reshape(-1, 8) for a in self.project(pts.reshape(-1, 3)))
+        with np.errstate(invalid="ignore"):
+            rect = np.stack([np.floor(rows.min(1)) - 1, np.ceil(rows.max(1)) + 1,
+                             np.floor(cols.min(1)) - 1, np.ceil(cols.max(1)) + 1], 1)
+        if self.scale is None:
+            behind = z < NEAR
+            rect[behind.all(1)] = 0
+            for i in np.nonzero(behind.any(1) & ~behind.all(1))[0]:
                 # clip the box at the near plane: front corners plus the edge crossings
-                za, zb = z[_EDGES[:, 0]], z[_EDGES[:, 1]]
+                c, zi = pts[i], z[i]
+                za, zb = zi[_EDGES[:, 0]], zi[_EDGES[:, 1]]
                 cross = (za < NEAR) != (zb < NEAR)
                 f = ((NEAR * 1.01 - za) / np.where(cross, zb - za, 1.0))[cross]
                 pa, pb = c[_EDGES[cross, 0]], c[_EDGES[cross, 1]]
-                rows, cols, _ = self.project(np.concatenate([c[z >= NEAR], pa + f[:, None] * (pb - pa)]))
-            r0, r1 = np.clip([math.floor(rows.min()) - 1, math.ceil(rows.max()) + 1], 0, n)
-            c0, c1 = np.clip([math.floor(cols.min()) - 1, math.ceil(cols.max()) + 1], 0, n)
-            out[k] = (r0, r1, c0, c1)
+                r, cc, _ = self.project(np.concatenate([c[zi >= NEAR], pa + f[:, None] * (pb - pa)]))
+                rect[i] = [math.floor(r.min()) - 1, math.ceil(r.max()) + 1, math.floor(cc.min()) - 1, math.ceil(cc.max()) + 1]
+        out[bounded] = np.clip(np.nan_to_num(rect), 0, n).astype(int)
         return out
 
 
@@ -638,38 +642,33 @@ def render_scene(seed: int, size: int = 256, kind: str | None = None) -> dict:
     o, d = cam.rays()
     P = [o[k] + np.where(valid, t, 0) * d[k] for k in range(3)]
 
-    # albedo: group pixels by primitive, look textures up with world-space planar coordinates
-    albedo = np.zeros((size, size, 3), np.float32)
-    flat = ids.ravel()
-    order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(-1, len(sc.prims) + 1))
-    Pf = [p.ravel() for p in P]
-    Nf = [x.ravel() for x in nrm]
-    alb = albedo.reshape(-1, 3)
-    for k, prim in enumerate(sc.prims):
-        pix = order[bounds[k + 1]:bounds[k + 2]]
-        if pix.size == 0:
-            continue
-        ny = Nf[1][pix]
-        slot = np.where(ny > 0.7, 0, np.where(ny < -0.7, 2, 1))
-        horiz = np.abs(ny) > 0.7
-        xside = np.abs(Nf[0][pix]) > np.abs(Nf[2][pix])
-        u = np.where(horiz | ~xside, Pf[0][pix], Pf[2][pix])
-        v = np.where(horiz, Pf[2][pix], -Pf[1][pix])
-        for s in np.unique(slot):
-            m = slot == s
-            mat = prim.mats[s]
-            scale = sc.scales[mat]
-            iu = (np.floor(u[m] / scale * TEX).astype(np.int64)) % TEX
-            iv = (np.floor(v[m] / scale * TEX).astype(np.int64)) % TEX
-            alb[pix[m]] = sc.textures[mat][iv, iu]
+    # albedo: per-pixel material from (primitive, facing slot), textures looked up with
+    # world-space planar coordinates (x-z on horizontal faces, x-y or z-y on vertical ones)
+    mats = np.array([p.mats for p in sc.prims] + [(0, 0, 0)], np.int64)  # last row: misses
+    ny = nrm[1]
+    slot = np.where(ny > 0.7, 0, np.where(ny < -0.7, 2, 1))
+    mat = mats[ids.astype(np.int64), slot]
+    horiz = np.abs(ny) > 0.7
+    xside = np.abs(nrm[0]) > np.abs(nrm[2])
+    u = np.where(horiz | ~xside, P[0], P[2])
+    v = np.where(horiz, P[2], -P[1])
+    inv_scale = (TEX / np.array(sc.scales, np.float32))[mat]
+    iu = np.floor(u * inv_scale).astype(np.int64) % TEX
+    iv = np.floor(v * inv_scale).astype(np.int64) % TEX
+    albedo = np.stack(sc.textures)[mat, iv, iu]
 
     # lighting: key light with shadow map, ambient with screen-space occlusion
     L = light / np.linalg.norm(light)
     lyaw, lpitch = math.atan2(-L[0], -L[2]), math.asin(-L[1])
     smap_n = max(64, size // 3)
     lcam = Camera.look(np.asarray(focus) + L * extent * 2, lyaw, lpitch, 0.0, smap_n, scale=extent * 1.4 / smap_n)
-    st, _, _ = raycast(lcam, [p for p in sc.prims if p.cast_shadow])
+    def casts(p):  # legs, poles and rails thinner than a shadow texel would only alias
+        if not p.cast_shadow:
+            return False
+        c = p.corners()
+        return c is None or np.sort(np.ptp(c, 0))[1] > lcam.scale
+
+    st, _, _ = raycast(lcam, [p for p in sc.prims if casts(p)])
     pts = np.stack([p[valid] for p in P], 1)
     rows, cols, z = lcam.project(pts)
     ri, ci = np.floor(rows).astype(int), np.floor(cols).astype(int)
@@ -815,8 +814,11 @@ def plot_scene_grid(out_path, n: int = 8, size: int = 256, seed: int = 0) -> lis
         r, c = divmod(i, cols)
         cells = axes[r, 3 * c:3 * c + 3]
         for ax in cells:
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
         if i >= n:
+            for ax in cells:
+                ax.axis("off")
             continue
         kind = "indoor" if i % 2 == 0 else "outdoor"
         s = render_scene(scene_seed(seed, i), size, kind=kind)

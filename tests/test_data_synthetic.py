@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from fiffdepth.data.synthetic import (
+    THIN_MIN_PX, SyntheticDepthDataset, render_scene, scene_seed, thin_structure_mask, write_synthetic_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [render_scene(scene_seed(0, i), 256) for i in range(10)]
+
+
+def test_depth_finite_positive_where_valid(scenes):
+    for s in scenes:
+        d, m = s["depth"], s["mask"]
+        assert s["rgb"].shape == (256, 256, 3) and s["rgb"].dtype == np.uint8
+        assert d.dtype == np.float32 and np.isfinite(d).all()
+        assert (d[m] > 0).all() and (d[~m] == 0).all() and m.any()
+
+
+def test_both_kinds_and_varied_depth_range(scenes):
+    kinds = {s["meta"]["kind"] for s in scenes}
+    assert kinds == {"indoor", "outdoor"}
+    near = [np.percentile(s["depth"][s["mask"]], 2) for s in scenes]
+    far = [np.percentile(s["depth"][s["mask"]], 98) for s in scenes]
+    assert max(far) / min(far) > 3 and max(near) / min(near) > 1.5
+    # outdoor scenes have invalid sky, indoor rooms are closed
+    for s in scenes:
+        if s["meta"]["kind"] == "indoor":
+            assert s["mask"].all()
+
+
+def test_thin_structures_in_at_least_half_the_scenes(scenes):
+    has_thin = [thin_structure_mask(s["depth"], s["mask"]).sum() >= THIN_MIN_PX for s in scenes]
+    assert np.mean(has_thin) >= 0.5
+
+
+def test_thin_structure_detector_on_a_hand_made_map():
+    d = np.full((20, 20), 10.0, np.float32)
+    d[:, 5:7] = 2.0  # a 2 px wide pole in front
+    d[:, 12:17] = 2.0  # a 5 px wide box: not thin
+    thin = thin_structure_mask(d, np.ones_like(d, bool))
+    assert thin[:, 5:7].all() and not thin[:, 12:17].any() and thin.sum() == 40
+
+
+def test_deterministic_and_worker_independent(tmp_path):
+    a = render_scene(123, 64)
+    b = render_scene(123, 64)
+    assert (a["rgb"] == b["rgb"]).all() and (a["depth"] == b["depth"]).all()
+    write_synthetic_dataset(tmp_path / "w1", 3, 64, seed=5, workers=1, progress=False)
+    write_synthetic_dataset(tmp_path / "w2", 3, 64, seed=5, workers=2, progress=False)
+    for i in range(3):
+        assert (np.load(tmp_path / "w1" / "depth" / f"{i:06d}.npy") == np.load(tmp_path / "w2" / "depth" / f"{i:06d}.npy")).all()
+    assert (tmp_path / "w1" / "rgb" / "000002.png").exists() and (tmp_path / "w1" / "mask" / "000000.png").exists()
+
+
+def test_dataset_reads_layout_augments_and_skips_bad(tmp_path):
+    write_synthetic_dataset(tmp_path, 3, 64, seed=1, workers=1, progress=False)
+    np.save(tmp_path / "depth" / "000001.npy", np.full((64, 64), np.nan, np.float32))  # all invalid
+    ds = SyntheticDepthDataset(tmp_path, resolution=32, seed=7)
+    x = ds[0]
+    assert x["image"].shape == (3, 32, 32) and x["depth"].shape == (1, 32, 32) and x["valid_mask"].dtype == torch.bool
+    assert torch.equal(ds[0]["image"], x["image"]) and torch.equal(ds[0]["depth"], x["depth"])
+    assert ((x["depth"] > 0) == x["valid_mask"]).all()
+    with pytest.warns(UserWarning, match="000001"):
+        y = ds[1]
+    assert y["name"] == "000002" and ds.skipped == 1
+    full = SyntheticDepthDataset(tmp_path)[0]
+    ref = np.load(tmp_path / "depth" / "000000.npy")
+    assert np.allclose(full["depth"][0].numpy(), ref)
