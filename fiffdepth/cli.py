@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("fiffdepth.pipeline", "predict depth for images (one UNet pass each)"),
     "data": ("fiffdepth.data.cli", "make or inspect datasets (e.g. `fiffdepth data synth`)"),
     "pseudolabel": ("fiffdepth.teacher", "pseudo-label images with a Depth Anything V2 teacher"),
-    "pretrain": ("fiffdepth.generator", "pretrain the embedded tiny generator (VAE + latent diffusion UNet)"),
+    "pretrain": ("fiffdepth.generator", "pretrain the embedded priors: tiny generator (VAE + latent diffusion UNet) and tiny teacher"),
     "train": ("fiffdepth.train", "fine-tune FiffDepth (Eq. 7) with accelerate"),
     "evaluate": ("fiffdepth.evaluate", "evaluate a model on depth / boundary / DA-2K benchmarks"),
     "bench": ("fiffdepth.bench", "time FiffDepth against Marigold and Depth Anything (Table 3)"),

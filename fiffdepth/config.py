@@ -150,12 +150,12 @@ class FiffDepthConfig:
 # -- presets -------------------------------------------------------------------------------
 
 TINY_UNET = dict(
-    sample_size=32,
+    sample_size=16,
     in_channels=4,
     out_channels=4,
     layers_per_block=1,
     block_out_channels=[32, 64, 64],
-    # attention only at the two coarser levels: at 32×32 latents this halves a step's time
+    # attention only at the two coarser levels (it roughly halves a step's time)
     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     cross_attention_dim=32,
@@ -173,7 +173,7 @@ TINY_VAE = dict(
     layers_per_block=1,
     latent_channels=4,
     norm_num_groups=16,
-    sample_size=128,
+    sample_size=64,
     scaling_factor=1.0,
 )
 
@@ -196,16 +196,17 @@ def tiny_config() -> FiffDepthConfig:
     return FiffDepthConfig(
         preset="tiny",
         model=ModelConfig(
-            pretrained="",
+            # written by `fiffdepth pretrain` (notebook 01); "" = the same UNet/VAE with random weights
+            pretrained="outputs/priors/generator",
             unet=copy.deepcopy(TINY_UNET),
             vae=copy.deepcopy(TINY_VAE),
-            processing_resolution=128,
+            processing_resolution=64,
         ),
         data=DataConfig(
             synthetic=["embedded:outputs/data/synth"],
-            real=["embedded"],
+            real=["outputs/data/real"],
             pseudo_labels="outputs/data/pseudo",
-            resolution=128,
+            resolution=64,
             num_workers=0,
         ),
         teacher=TeacherConfig(pretrained="outputs/priors/teacher", batch_size=16),

@@ -71,15 +71,27 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor, kl_weight: float = 1e-6) -> tu
     return rec + kl_weight * kl, {"rec": rec.detach(), "kl": kl.detach()}
 
 
+def _random_crop(x: torch.Tensor, size: int | None, g: torch.Generator) -> torch.Tensor:
+    """One random ``size``×``size`` window per sample (the nets are convolutional, so training on
+    crops teaches the same per-pixel statistics at a fraction of the cost of full frames)."""
+    h, w = x.shape[-2:]
+    if not size or (size >= h and size >= w):
+        return x
+    size = min(size, h, w)
+    tops = torch.randint(0, h - size + 1, (len(x),), generator=g).tolist()
+    lefts = torch.randint(0, w - size + 1, (len(x),), generator=g).tolist()
+    return torch.stack([xi[..., t:t + size, l:l + size] for xi, t, l in zip(x, tops, lefts)])
+
+
 def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | None = None,
-              depth_masks: torch.Tensor | None = None, steps: int = 1000, batch_size: int = 16, lr: float = 1e-3,
-              kl_weight: float = 1e-6, seed: int = 0, progress: bool = True) -> dict:
+              depth_masks: torch.Tensor | None = None, steps: int = 1000, batch_size: int = 8, lr: float = 1e-3,
+              kl_weight: float = 1e-6, seed: int = 0, crop: int | None = 64, progress: bool = True) -> dict:
     """Train the VAE on RGB images (N, 3, H, W) in [0, 1] and depth maps (M, 1, H, W).
 
-    Each batch is half images and half depth maps (normalised with 2/98 percentiles to
-    [-1, 1], replicated to 3 channels, as the depth codec will feed them). Afterwards the
-    latent scaling factor is set so the image latents have unit standard deviation.
-    Returns a log dict (final losses, seconds, scaling factor).
+    Each batch is half images and half depth maps (normalised per map with 2/98 percentiles
+    to [-1, 1], replicated to 3 channels, as the depth codec will feed them), as random
+    ``crop``-pixel windows. Afterwards the latent scaling factor is set so the image latents
+    have unit standard deviation. Returns a log dict (final losses, seconds, scaling factor).
     """
     from tqdm.auto import tqdm
 
@@ -103,7 +115,7 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
             parts.append(image_x[torch.randint(len(image_x), (half,), generator=g)])
         if depth_x is not None:
             parts.append(depth_x[torch.randint(len(depth_x), (batch_size - len(torch.cat(parts)) if parts else batch_size,), generator=g)])
-        x = torch.cat(parts)
+        x = _random_crop(torch.cat(parts), crop, g)
         x = torch.where(torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5, x, x.flip(-1))
         loss, stats = vae_loss(vae, x, kl_weight)
         opt.zero_grad(set_to_none=True)
@@ -126,11 +138,12 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
 
 def train_latent_diffusion(unet: UNet2DConditionModel, latents: torch.Tensor, empty_embedding: torch.Tensor,
                            scheduler, steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                           progress: bool = True) -> dict:
+                           crop: int | None = 16, progress: bool = True) -> dict:
     """Unconditional latent diffusion on image latents (N, 4, h, w): v-prediction, DDPM, empty prompt.
 
     The standard objective ‖v − ε̂θ(x_t, t)‖² with t uniform over all T steps (0..T−1), as SD
     was trained; the feed-forward steps t = 0 and −1 only acquire their FiffDepth meaning later.
+    Trained on random ``crop``×``crop`` latent windows (full frames when ``crop`` is None).
     """
     from tqdm.auto import tqdm
 
@@ -144,7 +157,7 @@ def train_latent_diffusion(unet: UNet2DConditionModel, latents: torch.Tensor, em
     ema = None
     bar = tqdm(range(steps), desc="pretrain UNet", disable=not progress)
     for _ in bar:
-        x0 = latents[torch.randint(len(latents), (batch_size,), generator=g)]
+        x0 = _random_crop(latents[torch.randint(len(latents), (batch_size,), generator=g)], crop, g)
         x0 = torch.where(torch.rand(batch_size, 1, 1, 1, generator=g) < 0.5, x0, x0.flip(-1))
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, T, (batch_size,), generator=g)
@@ -241,24 +254,76 @@ def image_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--synthetic", required=True, help="embedded scenes folder (rgb/ depth/ mask/)")
-    parser.add_argument("--out", required=True, help="output directory (Stable Diffusion layout)")
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--unet-steps", type=int, default=2000)
-    parser.add_argument("--resolution", type=int, default=None, help="training resolution (default: data.resolution)")
+    parser.add_argument("--out", required=True,
+                        help="output root: OUT/generator (Stable Diffusion layout) and OUT/teacher (transformers layout)")
+    parser.add_argument("--stage", choices=["all", "generator", "teacher"], default="all")
+    parser.add_argument("--vae-steps", type=int, default=VAE_STEPS)
+    parser.add_argument("--unet-steps", type=int, default=UNET_STEPS)
+    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
+    parser.add_argument("--resolution", type=int, default=None, help="generator training resolution (default: data.resolution)")
     parser.add_argument("--max-images", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    report = pretrain_generator(cfg, args.synthetic, args.out, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-                                resolution=args.resolution, max_images=args.max_images, seed=args.seed)
+    out = Path(args.out)
+    report = {}
+    if args.stage in ("all", "generator"):
+        report["generator"] = pretrain_generator(cfg, args.synthetic, out / "generator", vae_steps=args.vae_steps,
+                                                 unet_steps=args.unet_steps, resolution=args.resolution,
+                                                 max_images=args.max_images, seed=args.seed,
+                                                 progress=not args.no_progress)
+    if args.stage in ("all", "teacher"):
+        report["teacher"] = pretrain_teacher(args.synthetic, out / "teacher", steps=args.teacher_steps, seed=args.seed,
+                                             progress=not args.no_progress)
     print(json.dumps(report, indent=2))
     return 0
 
 
-def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir: str | Path, vae_steps: int = 1500,
-                       unet_steps: int = 2000, resolution: int | None = None, max_images: int = 2000,
+# Embedded-default step counts: each stage a few minutes on 2 CPU cores (README, "Priors").
+VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 600, 1200, 1000
+
+
+def pretrain_teacher(synthetic_dir: str | Path, out_dir: str | Path, steps: int = TEACHER_STEPS, holdout: int = 32,
+                     seed: int = 0, progress: bool = True) -> dict:
+    """Train the tiny Depth Anything teacher on all but the last ``holdout`` scenes of
+    ``synthetic_dir`` and report its AbsRel/δ1 on those held-out scenes."""
+    from .data.synthetic import SyntheticDepthDataset
+    from .teacher import Teacher, evaluate_teacher, train_tiny_teacher
+
+    synthetic_dir, out_dir = Path(synthetic_dir), Path(out_dir)
+    n = len(SyntheticDepthDataset(synthetic_dir))
+    h = min(holdout, n // 4)
+    with tempfile.TemporaryDirectory(prefix="fiffdepth-split-") as tmp:
+        train_dir, held_dir = _split_scenes(synthetic_dir, Path(tmp), n - h)
+        t0 = time.time()
+        train_tiny_teacher(train_dir, out_dir, steps=steps, seed=seed, progress=progress)
+        seconds = time.time() - t0
+        metrics = evaluate_teacher(Teacher.from_pretrained(out_dir, device="cpu"), held_dir) if h else {}
+    report = {"steps": steps, "seconds": round(seconds, 1), "train_scenes": n - h, "heldout_scenes": h,
+              "heldout": metrics}
+    (out_dir / "pretrain_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _split_scenes(src: Path, tmp: Path, n_train: int) -> tuple[Path, Path]:
+    """Two embedded-layout folders of symlinks: the first ``n_train`` scenes and the rest."""
+    stems = sorted(p.stem for p in (src / "rgb").glob("*.png"))
+    parts = {tmp / "train": stems[:n_train], tmp / "heldout": stems[n_train:]}
+    for root, names in parts.items():
+        for sub, ext in (("rgb", ".png"), ("depth", ".npy"), ("mask", ".png")):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            for stem in names:
+                f = src / sub / (stem + ext)
+                if f.exists():
+                    (root / sub / f.name).symlink_to(f.resolve())
+    return tmp / "train", tmp / "heldout"
+
+
+def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir: str | Path, vae_steps: int = VAE_STEPS,
+                       unet_steps: int = UNET_STEPS, resolution: int | None = None, max_images: int = 2000,
                        holdout: int = 32, seed: int = 0, progress: bool = True) -> dict:
     """Both stages on the embedded data; writes the SD layout to ``out_dir`` and returns a report."""
     from .data.real import EmbeddedRealImages
@@ -282,7 +347,8 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     empty = empty_prompt_embedding(tokenizer, text_encoder)
     scheduler = make_scheduler(cfg.model)
     vae_log = train_vae(vae, train_imgs, depths[h:], masks[h:], steps=vae_steps, seed=seed, progress=progress)
-    report = {"resolution": res, "train_images": len(train_imgs), "vae": vae_log,
+    report = {"steps": [vae_steps, unet_steps], "seed": seed, "resolution": res, "train_images": len(train_imgs),
+              "vae": vae_log,
               "heldout_image_psnr_db": image_psnr(vae, images[:h]) if h else None,
               "heldout_real_psnr_db": image_psnr(vae, real[-8:]),
               "heldout_depth_roundtrip_abs_rel": depth_roundtrip_abs_rel(vae, depths[:h], masks[:h]) if h else None}
@@ -294,3 +360,45 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     save_generator(out_dir, unet, vae, scheduler, tokenizer, text_encoder, meta=report)
     (Path(out_dir) / "pretrain_report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+# -- figures -----------------------------------------------------------------------------------------
+
+def generator_figures(generator_dir: str | Path, scenes_dir: str | Path, out_dir: str | Path, n: int = 8,
+                      sample_steps: int = 50, seed: int = 0) -> dict[str, Path]:
+    """``generator_samples.png`` (DDIM samples of the prior: do they show scene structure?) and
+    ``vae_roundtrip.png`` (image → latent → image, depth → latent → depth on held-out scenes)."""
+    import numpy as np
+
+    from . import plots
+    from .data.synthetic import SyntheticDepthDataset
+    from .model import FiffDepthModel
+
+    model = FiffDepthModel.from_pretrained(generator_dir)
+    unet = UNet2DConditionModel.from_pretrained(Path(generator_dir) / "unet")
+    res = model.processing_resolution
+    samples = sample_images(unet.eval(), model.vae, model.empty_text_embedding, model.scheduler.config, n=n,
+                            latent_size=res // model.vae_scale_factor, steps=sample_steps, seed=seed)
+    out_dir = Path(out_dir)
+    paths = {"samples": out_dir / "generator_samples.png", "roundtrip": out_dir / "vae_roundtrip.png"}
+    plots.image_grid([s.permute(1, 2, 0).numpy() for s in samples], cols=min(8, n), out=paths["samples"],
+                     title=f"tiny generator: {n} DDIM samples ({sample_steps} steps, {res} px)")
+    ds = SyntheticDepthDataset(scenes_dir, resolution=res)
+    items = [ds[i] for i in range(min(4, len(ds)))]
+    images = torch.stack([it["image"] for it in items])
+    with torch.no_grad():
+        rec = ImageCodec(model.vae).decode(ImageCodec(model.vae).encode(images))
+        depth_codec = DepthCodec(model.vae)
+        norm = normalize_depth(torch.stack([it["depth"] for it in items]), torch.stack([it["valid_mask"] for it in items]))
+        drec = depth_codec.decode(depth_codec.encode(norm))[:, 0]
+    panels, titles = [], []
+    for i, it in enumerate(items):
+        valid = it["valid_mask"][0].numpy()
+        panels += [it["image"].permute(1, 2, 0).numpy(), rec[i].permute(1, 2, 0).numpy(),
+                   plots.depth_rgb(norm[i, 0].numpy(), valid), plots.depth_rgb(drec[i].numpy(), valid)]
+        titles += ["image", "VAE(image)", "depth", "VAE(depth)"]
+    plots.image_grid(panels, titles, cols=8, out=paths["roundtrip"], title="VAE round trips on held-out scenes")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    return paths

@@ -274,8 +274,13 @@ def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
     return FiffDepthModel.from_config(cfg.model, seed=cfg.train.seed)
 
 
-def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None) -> dict:
-    """Run (or resume) a training run; returns a summary dict. See the module docstring."""
+def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None,
+          on_log=None) -> dict:
+    """Run (or resume) a training run; returns a summary dict. See the module docstring.
+
+    ``on_log(record)`` (main process only) is called with each record appended to
+    ``losses.jsonl`` — e.g. a live loss plot in a notebook (``fiffdepth.plots.LiveLossPlot``).
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
@@ -337,7 +342,10 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
             accelerator.init_trackers("fiffdepth", config=_flat(cfg.to_dict()))
 
     if held is not None and step == 0 and accelerator.is_main_process:
-        _append_log(log_path, {"step": 0, "heldout_d0_mae": heldout_d0_mae(model, held, ema)})
+        first = {"step": 0, "heldout_d0_mae": heldout_d0_mae(model, held, ema)}
+        _append_log(log_path, first)
+        if on_log is not None:
+            on_log(first)
     acp_len = len(model.scheduler.alphas_cumprod)
     bar = tqdm(total=tc.iterations, initial=step, desc="train", disable=not (progress and accelerator.is_main_process))
     t_start, steps_done, last = time.time(), 0, {}
@@ -368,6 +376,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         if accelerator.is_main_process:
             if step % tc.log_every == 0 or "heldout_d0_mae" in last or step == tc.iterations:
                 _append_log(log_path, last)
+                if on_log is not None:
+                    on_log(dict(last))
                 if trackers:
                     accelerator.log({f"loss/{k}" if k in LOSS_TERMS or k == "loss" else k: v
                                      for k, v in last.items() if k != "step"}, step=step)

@@ -19,7 +19,8 @@ from fiffdepth.train import find_resume_checkpoint, read_log, train, verify_chec
 def _overrides(data, out, **extra):
     o = {"data.synthetic": [f"embedded:{data / 'synth'}"], "data.real": [str(data / "real")],
          "data.pseudo_labels": str(data / "pseudo"), "data.resolution": 64, "train.heldout": 8,
-         "train.log_every": 1, "train.output_dir": str(out)}
+         "train.log_every": 1, "train.output_dir": str(out),
+         "model.pretrained": ""}
     o.update(extra)
     return o
 

@@ -1,0 +1,5 @@
+"""``python -m fiffdepth`` = the ``fiffdepth`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,351 @@
+"""The reproduction, stage by stage: what the numbered notebooks call.
+
+Every stage writes under one output root and is idempotent: run again with the same settings,
+it finds its finished outputs and returns their report instead of recomputing (so a notebook
+can be re-executed, or a later one run alone, cheaply). Change a setting and the stage redoes
+its work. Layout::
+
+    OUT/data/synth     embedded training scenes (exact depth)        00_data
+    OUT/data/eval      held-out embedded scenes (another seed)       00_data
+    OUT/data/real      real photos (scikit-image, augmented)         00_data
+    OUT/priors/generator, OUT/priors/teacher                         01_priors
+    OUT/data/pseudo    teacher pseudo-labels of OUT/data/real        02_teacher_pseudo_labels
+    OUT/runs/<variant> FiffDepth and each ablation / baseline        03_train, 05_ablations
+    OUT/results        results.json, results.md                      04_evaluate, 05_ablations
+
+At paper scale (``preset="paper"``) nothing is generated or pretrained: the data stages check
+the configured roots and the priors are the hub ids (or local copies) in the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import FiffDepthConfig, get_config
+
+# Fig. 7's four ablations (Section 4.3) and our two baselines; each is a config override of the
+# full method. "marigold" is not a FiffDepth config: it is trained by fiffdepth.marigold.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "fiffdepth": ("FiffDepth (ours)", {}),
+    "image_trajectory": ("trajectory to image latents (γ = 1)", {"loss.trajectory_target": "image"}),
+    "no_trajectory": ("w/o diffusion trajectory (no L_k)", {"loss.trajectory": False}),
+    "no_teacher": ("w/o teacher supervision", {"loss.teacher_supervision": "none"}),
+    "teacher_on_d0": ("teacher supervision at d0", {"loss.teacher_supervision": "d0"}),
+    "random_init": ("random init (no generator prior)", {"model.pretrained": ""}),
+}
+MARIGOLD = "marigold"
+MARIGOLD_LABEL = "Marigold-style multi-step fine-tune"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def synth(self) -> Path:
+        return self.root / "data" / "synth"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "data" / "eval"
+
+    @property
+    def real(self) -> Path:
+        return self.root / "data" / "real"
+
+    @property
+    def pseudo(self) -> Path:
+        return self.root / "data" / "pseudo"
+
+    @property
+    def generator(self) -> Path:
+        return self.root / "priors" / "generator"
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "priors" / "teacher"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".latent_cache"
+
+
+def layout(out: str | os.PathLike = "outputs") -> Layout:
+    return Layout(Path(out))
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- configs ---------------------------------------------------------------------------------------
+
+def stage_config(out: str | os.PathLike = "outputs", preset: str = "tiny", overrides: dict | None = None,
+                 variant: str = "fiffdepth", steps: int | None = None) -> FiffDepthConfig:
+    """The training config of a variant, with the tiny preset's data/prior paths under ``out``."""
+    L = layout(out)
+    base: dict = {}
+    if preset == "tiny":
+        base = {"data.synthetic": [f"embedded:{L.synth}"], "data.real": [str(L.real)],
+                "data.pseudo_labels": str(L.pseudo), "model.pretrained": str(L.generator),
+                "teacher.pretrained": str(L.teacher)}
+    if variant != MARIGOLD:
+        base.update(VARIANTS[variant][1])
+    base.update(overrides or {})
+    base["train.output_dir"] = str(L.runs / variant)
+    if steps is not None:
+        base["train.iterations"] = int(steps)
+    return get_config(preset, base)
+
+
+# -- 00: data ----------------------------------------------------------------------------------------
+
+def make_data(out: str | os.PathLike = "outputs", n_synth: int = 400, n_eval: int = 64, size: int = 128,
+              n_real: int | None = None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
+    """Render the embedded scenes (training and held-out sets) and export the real photos."""
+    from PIL import Image
+
+    from .data.real import embedded_real_images
+    from .data.synthetic import write_synthetic_dataset
+
+    L = layout(out)
+    report_path = L.root / "data" / "report.json"
+    settings = {"n_synth": n_synth, "n_eval": n_eval, "size": size, "n_real": n_real, "seed": seed}
+    old = _read_json(report_path)
+    if old and old.get("settings") == settings and L.synth.is_dir() and L.eval.is_dir() and L.real.is_dir():
+        return old
+    t0 = time.time()
+    write_synthetic_dataset(L.synth, n_synth, size, seed, workers, progress=progress)
+    t1 = time.time()
+    # held-out scenes: a disjoint seed, so no training scene (nor the priors' data) is among them
+    write_synthetic_dataset(L.eval, n_eval, size, seed + 1_000_003, workers, progress=progress)
+    t2 = time.time()
+    L.real.mkdir(parents=True, exist_ok=True)
+    images = embedded_real_images(n_real, size, seed)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(L.real / f"{i:06d}.png")
+    report = {"settings": settings, "synth_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1),
+              "real_images": len(images), "paths": {"synth": str(L.synth), "eval": str(L.eval), "real": str(L.real)}}
+    _write_json(report_path, report)
+    return report
+
+
+def check_data_roots(cfg: FiffDepthConfig) -> list[str]:
+    """Paper scale: the configured data roots that do not exist (empty list = all present)."""
+    missing = []
+    for entry in cfg.data.synthetic:
+        path = entry.partition(":")[2] or entry
+        if not Path(path).exists():
+            missing.append(path)
+    missing += [p for p in cfg.data.real if not Path(p).exists()]
+    return missing
+
+
+# -- 01: priors --------------------------------------------------------------------------------------
+
+def make_priors(out: str | os.PathLike = "outputs", preset: str = "tiny", vae_steps: int | None = None,
+                unet_steps: int | None = None, teacher_steps: int | None = None, seed: int = 0,
+                progress: bool = True) -> dict:
+    """Tiny preset: pretrain the generator and the teacher on OUT/data/synth (each skipped when
+    already done with the same step counts). Paper preset: nothing to train; returns the ids."""
+    from . import generator as gen
+
+    if preset != "tiny":
+        cfg = get_config(preset)
+        return {"generator": cfg.model.pretrained, "teacher": cfg.teacher.pretrained}
+    L = layout(out)
+    vae_steps = gen.VAE_STEPS if vae_steps is None else vae_steps
+    unet_steps = gen.UNET_STEPS if unet_steps is None else unet_steps
+    teacher_steps = gen.TEACHER_STEPS if teacher_steps is None else teacher_steps
+    report = {}
+    g = _read_json(L.generator / "pretrain_report.json")
+    if not (g and g.get("steps") == [vae_steps, unet_steps] and g.get("seed") == seed):
+        g = gen.pretrain_generator(get_config("tiny"), L.synth, L.generator, vae_steps=vae_steps,
+                                   unet_steps=unet_steps, seed=seed, progress=progress)
+    report["generator"] = g
+    t = _read_json(L.teacher / "pretrain_report.json")
+    if not (t and t.get("steps") == teacher_steps and t.get("seed") == seed):
+        t = gen.pretrain_teacher(L.synth, L.teacher, steps=teacher_steps, seed=seed, progress=progress)
+    report["teacher"] = t
+    return report
+
+
+# -- 02: pseudo-labels -----------------------------------------------------------------------------------
+
+def make_pseudo_labels(out: str | os.PathLike = "outputs", teacher: str | None = None, images: str | None = None,
+                       target: str | None = None, batch_size: int = 16, progress: bool = True) -> dict:
+    """Pseudo-label the real images with the teacher (resumable: finished images are skipped)."""
+    from .teacher import Teacher, pseudolabel_folder
+
+    L = layout(out)
+    t0 = time.time()
+    model = Teacher.from_pretrained(teacher or L.teacher)
+    result = pseudolabel_folder(model, images or L.real, target or L.pseudo, batch_size=batch_size, progress=progress)
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+# -- 03 / 05: training -------------------------------------------------------------------------------------
+
+def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth", steps: int | None = None,
+                  preset: str = "tiny", overrides: dict | None = None, progress: bool = True,
+                  on_log=None) -> dict:
+    """Train one variant into OUT/runs/<variant>; reuse a finished run with the identical config."""
+    L = layout(out)
+    run_dir = L.runs / variant
+    if variant == MARIGOLD:
+        from .marigold import train_marigold
+
+        cfg = stage_config(out, preset, overrides, MARIGOLD, steps)
+        done = _read_json(run_dir / "summary.json")
+        if done and _read_json(run_dir / "fiffdepth_config.json") == cfg.to_dict():
+            return done
+        summary = train_marigold(cfg, run_dir, cache_root=L.cache, progress=progress)
+        _write_json(run_dir / "fiffdepth_config.json", cfg.to_dict())
+        return summary
+    from .train import train
+
+    cfg = stage_config(out, preset, overrides, variant, steps)
+    done = _read_json(run_dir / "summary.json")
+    if done and (run_dir / "config.yaml").is_file():
+        if FiffDepthConfig.load(run_dir / "config.yaml") == cfg:
+            return done
+    return train(cfg, resume="latest", progress=progress, cache_root=L.cache, on_log=on_log)
+
+
+# -- 04 / 05: evaluation ----------------------------------------------------------------------------------
+
+def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50, marigold_ensemble: int = 10,
+                  device: str = "cpu"):
+    """A predictor for ``fiffdepth.evaluate.evaluate_model`` for a trained variant or the teacher."""
+    from . import evaluate as ev
+
+    L = layout(out)
+    if variant == "teacher":
+        return ev.depth_anything_predictor(str(L.teacher), device=device)
+    if variant == MARIGOLD:
+        from .marigold import load_marigold
+
+        return ev.marigold_predictor(load_marigold(L.runs / MARIGOLD, device=device), marigold_steps, marigold_ensemble)
+    from .pipeline import FiffDepthPipeline
+
+    return FiffDepthPipeline.from_pretrained(L.runs / variant, device=device)
+
+
+def label_of(variant: str) -> str:
+    if variant == MARIGOLD:
+        return MARIGOLD_LABEL
+    if variant == "teacher":
+        return "teacher (tiny Depth Anything V2)"
+    return VARIANTS[variant][0]
+
+
+def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: str | os.PathLike,
+                           processing_resolution: int | None = None, max_images: int | None = None) -> dict:
+    """AbsRel / δ1 (×100) of a model's depth against the teacher's pseudo-labels on the real
+    photos, after least-squares scale and shift in depth (Marigold's protocol, the pseudo-label
+    standing in for ground truth). It measures how far a model follows the teacher's
+    generalisation to real images — not accuracy: the teacher is not ground truth."""
+    from .data.io import list_files, read_npy, read_rgb
+    from .evaluate import predict_depths
+    from .metrics import aggregate, compute_depth_metrics
+
+    images_dir, pseudo_dir = Path(images_dir), Path(pseudo_dir)
+    files = list_files(images_dir, recursive=True)[:max_images]
+    rows = []
+    for f in files:
+        label_path = pseudo_dir / f.relative_to(images_dir).with_suffix(".npy")
+        if not label_path.is_file():
+            continue
+        label = read_npy(label_path)
+        import torch
+
+        image = torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0
+        pred = predict_depths(predict, [image], processing_resolution)[0]
+        mask = np.isfinite(label) & (label > 0)
+        rows.append(compute_depth_metrics(pred, label, mask, float(label[mask].min()), float(label[mask].max())))
+    out = aggregate(rows) if rows else {}
+    out["images"] = len(rows)
+    return out
+
+
+# -- 06: figures -------------------------------------------------------------------------------------------
+
+def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathLike = "figures",
+                 variants: tuple | list = ("image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"),
+                 n_images: int = 4, marigold_steps: int = 50, marigold_ensemble: int = 10, device: str = "cpu") -> list[Path]:
+    """Fig. 1/4 (real photos), Fig. 5 (held-out scenes vs GT), Fig. 6 (boundary close-ups),
+    Fig. 7 (ablation grid) analogues, and ``tables.md`` from OUT/results."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from . import plots
+    from .data.io import list_files, read_rgb
+    from .data.synthetic import SyntheticDepthDataset
+    from .evaluate import predict_depths
+
+    L = layout(out)
+    figs = Path(figures_dir)
+    figs.mkdir(parents=True, exist_ok=True)
+    photos = [torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0 for f in list_files(L.real)[:n_images]]
+    ds = SyntheticDepthDataset(L.eval)
+    items = [ds[i] for i in range(min(n_images, len(ds)))]
+    scenes = [it["image"] for it in items]
+    gts = [it["depth"][0].numpy() for it in items]
+    valids = [it["valid_mask"][0].numpy() for it in items]
+    main = ["fiffdepth", MARIGOLD, "teacher"]
+    available = [m for m in main + list(variants) if m == "teacher" or (L.runs / m / "summary.json").is_file()]
+    preds_photo, preds_scene = {}, {}
+    for m in available:
+        p = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
+        preds_photo[m] = predict_depths(p, photos, None)
+        preds_scene[m] = predict_depths(p, scenes, None)
+    hwc = lambda xs: [x.permute(1, 2, 0).numpy() for x in xs]  # noqa: E731
+    cols = lambda preds, ms: {label_of(m): preds[m] for m in ms if m in preds}  # noqa: E731
+    paths = [figs / "fig1_real_photos.png", figs / "fig5_heldout_scenes.png", figs / "fig6_boundaries.png",
+             figs / "fig7_ablations.png"]
+    plots.comparison_grid(hwc(photos), cols(preds_photo, main), out=paths[0],
+                          title="real photos: FiffDepth vs Marigold-style fine-tune vs teacher")
+    plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, out=paths[1],
+                          title="held-out embedded scenes (exact ground truth)")
+    zoom = [plots.detail_window(g, v, size=max(16, g.shape[0] // 4)) for g, v in zip(gts, valids)]
+    plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, zoom=zoom, out=paths[2],
+                          title="boundary close-ups (window with the most GT depth edges)")
+    mixed = hwc(photos[:2] + scenes[:2])
+    abl = ["fiffdepth", *variants]
+    plots.comparison_grid(mixed, {label_of(m): preds_photo[m][:2] + preds_scene[m][:2] for m in abl if m in preds_photo},
+                          out=paths[3], title="ablations (Fig. 7): 2 photos, 2 held-out scenes")
+    plt.close("all")
+    tables = [p for p in sorted(L.results.glob("*.md"))]
+    if tables:
+        text = "# Result tables (regenerated by notebooks/06_figures.ipynb)\n\n" + "\n\n".join(
+            f"## {p.stem}\n\n{p.read_text()}" for p in tables)
+        tmp = figs / f".tables.md.tmp{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, figs / "tables.md")
+        paths.append(figs / "tables.md")
+    return paths
