@@ -7,6 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PRESET ?= tiny
 OUT ?= outputs
 PYTEST_ARGS ?=
+REPRO_ARGS ?=
 
 .PHONY: install test reproduce clean-outputs help
 
@@ -31,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 reproduce: install
-	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT)
+	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) $(REPRO_ARGS)
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fiffdepth.train", "fine-tune FiffDepth (Eq. 7) with accelerate"),
     "evaluate": ("fiffdepth.evaluate", "evaluate a model on depth / boundary / DA-2K benchmarks"),
     "bench": ("fiffdepth.bench", "time FiffDepth against Marigold and Depth Anything (Table 3)"),
+    "distill-decoder": ("fiffdepth.distill", "distil the VAE decoder into a fast TAESD depth decoder"),
     "config": ("fiffdepth.config", "print a preset's configuration as YAML"),
 }
 

@@ -79,10 +79,15 @@ def _quantiles(v: torch.Tensor, low: float, high: float):
 
 
 class DepthCodec:
-    """Normalised depth (B, 1, H, W) in [-1, 1]  <->  depth latents (B, C, H/f, W/f)."""
+    """Normalised depth (B, 1, H, W) in [-1, 1]  <->  depth latents (B, C, H/f, W/f).
 
-    def __init__(self, vae: AutoencoderKL):
+    decoder: optional distilled ``AutoencoderTiny`` (``fiffdepth.distill``) used by ``decode`` in
+    place of the VAE's decoder; encoding always uses the VAE.
+    """
+
+    def __init__(self, vae: AutoencoderKL, decoder=None):
         self.images = ImageCodec(vae)
+        self.decoder = decoder
 
     @property
     def scale_factor(self) -> int:
@@ -99,7 +104,12 @@ class DepthCodec:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latent -> (B, 1, H, W) normalised depth in [-1, 1] (mean of the 3 decoded channels)."""
-        return self.images.decode_signed(latents).float().mean(dim=1, keepdim=True).clamp(-1.0, 1.0)
+        if self.decoder is None:
+            decoded = self.images.decode_signed(latents)
+        else:  # same call as for the VAE: the student's scaling_factor is 1.0 (it reads scaled latents)
+            decoded = self.decoder.decode(latents.to(self.decoder.dtype) / self.decoder.config.scaling_factor,
+                                          return_dict=False)[0]
+        return decoded.float().mean(dim=1, keepdim=True).clamp(-1.0, 1.0)
 
 
 def latent_valid_mask(valid_mask: torch.Tensor, scale_factor: int) -> torch.Tensor:

@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # Embedded-default step counts: each stage a few minutes on 2 CPU cores (README, "Priors").
-VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 600, 1200, 1000
+VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 500, 800, 1000
 
 
 def pretrain_teacher(synthetic_dir: str | Path, out_dir: str | Path, steps: int = TEACHER_STEPS, holdout: int = 32,
@@ -376,9 +376,10 @@ def generator_figures(generator_dir: str | Path, scenes_dir: str | Path, out_dir
 
     model = FiffDepthModel.from_pretrained(generator_dir)
     unet = UNet2DConditionModel.from_pretrained(Path(generator_dir) / "unet")
-    res = model.processing_resolution
+    latent_size = unet.config.sample_size  # the size the prior was trained at
+    res = latent_size * model.vae_scale_factor
     samples = sample_images(unet.eval(), model.vae, model.empty_text_embedding, model.scheduler.config, n=n,
-                            latent_size=res // model.vae_scale_factor, steps=sample_steps, seed=seed)
+                            latent_size=latent_size, steps=sample_steps, seed=seed)
     out_dir = Path(out_dir)
     paths = {"samples": out_dir / "generator_samples.png", "roundtrip": out_dir / "vae_roundtrip.png"}
     plots.image_grid([s.permute(1, 2, 0).numpy() for s in samples], cols=min(8, n), out=paths["samples"],

@@ -4,12 +4,19 @@ Behaves like a diffusers pipeline (components in, ``__call__`` with ``processing
 ``batch_size`` and ``match_input_resolution``, an output dataclass) and is deterministic: the
 VAE posterior mean is used and no noise is drawn anywhere.
 
+The fast path (issue 9) is the pipeline's own: ``torch_dtype=torch.bfloat16`` runs under
+``torch.autocast`` (cpu or cuda) with bf16 weights, ``channels_last`` stores convolution inputs
+and weights NHWC, attention runs through PyTorch's SDPA (diffusers' ``AttnProcessor2_0``),
+``compile=True`` wraps the UNet and the VAE encoder/decoder with ``torch.compile``, and
+``decoder="tiny"`` swaps the VAE decoder for the distilled one (``fiffdepth.distill``).
+
 Also the ``fiffdepth predict`` command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -136,24 +143,70 @@ def _check_size(t: torch.Tensor) -> torch.Tensor:
 # -- the pipeline -------------------------------------------------------------------------------
 
 class FiffDepthPipeline:
-    """Feed-forward depth: x0 = E(image), d0 = ε̂θ(x0, 0), depth = D(d0) (Eq. 1)."""
+    """Feed-forward depth: x0 = E(image), d0 = ε̂θ(x0, 0), depth = D(d0) (Eq. 1).
+
+    decoder: "full" (the VAE's decoder), "tiny" (the distilled decoder in the model directory's
+    ``depth_decoder/``) or an ``AutoencoderTiny``. torch_dtype: float32, or bfloat16/float16 for
+    autocast with weights in that dtype. channels_last: default on for CUDA and for bf16/fp16
+    (oneDNN's fast reduced-precision kernels are NHWC), off for fp32 on CPU.
+    compile: ``torch.compile`` the UNet and the VAE encoder and depth decoder (in place).
+    ``stage_hook``: a callable ``name -> context manager`` entered around each stage ("encode",
+    "unet", "decode"); ``fiffdepth.bench`` times and counts FLOPs with it.
+    """
 
     def __init__(self, model: FiffDepthModel, device: str | torch.device | None = None,
-                 torch_dtype: torch.dtype | None = None):
+                 torch_dtype: torch.dtype | None = None, decoder="full", compile: bool = False,
+                 channels_last: bool | None = None):
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = torch_dtype or torch.float32
+        self.autocast = self.dtype in (torch.bfloat16, torch.float16)
+        # NHWC: faster convolutions on GPUs, and the only fast bf16 path on CPUs (oneDNN)
+        default_cl = self.device.type == "cuda" or self.autocast
+        self.channels_last = default_cl if channels_last is None else bool(channels_last)
+        self.decoder = _resolve_decoder(decoder, model)
+        self.decoder_name = "full" if self.decoder is None else "tiny"
         self.model.to(device=self.device, dtype=self.dtype)
+        modules = [model.unet, model.vae] + ([self.decoder] if self.decoder is not None else [])
+        for m in modules:
+            m.eval()
+        if self.decoder is not None:  # nn.Module.to: diffusers' own .to warns about an empty fp32-module list
+            torch.nn.Module.to(self.decoder, device=self.device, dtype=self.dtype)
+        use_sdpa(model.unet, model.vae)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for m in modules:
+            m.to(memory_format=memory_format)
+        if compile:
+            model.unet.compile()
+            model.vae.encoder.compile()
+            (model.vae.decoder if self.decoder is None else self.decoder.decoder).compile()
+        self.compiled = bool(compile)
         self.image_codec = ImageCodec(model.vae)
-        self.depth_codec = DepthCodec(model.vae)
+        self.depth_codec = DepthCodec(model.vae, decoder=self.decoder)
+        self.stage_hook = None  # callable(name) -> context manager, e.g. a timer (fiffdepth.bench)
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, device: str | torch.device | None = None,
-                        torch_dtype: torch.dtype | None = None) -> "FiffDepthPipeline":
-        return cls(FiffDepthModel.from_pretrained(id_or_path), device=device, torch_dtype=torch_dtype)
+                        torch_dtype: torch.dtype | None = None, decoder="full", compile: bool = False,
+                        channels_last: bool | None = None) -> "FiffDepthPipeline":
+        model = FiffDepthModel.from_pretrained(id_or_path)
+        if isinstance(decoder, str) and decoder == "tiny":
+            decoder = _load_tiny_decoder(str(id_or_path), model)
+        return cls(model, device=device, torch_dtype=torch_dtype, decoder=decoder, compile=compile,
+                   channels_last=channels_last)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        return self.model.save_pretrained(directory)
+        """The model; with a distilled decoder also ``depth_decoder/`` (``decoder="tiny"`` then loads it)."""
+        out = self.model.save_pretrained(directory)
+        if self.decoder is not None:
+            from .distill import DECODER_DIR, save_depth_decoder
+
+            save_depth_decoder(self.decoder, Path(directory) / DECODER_DIR, self.model.vae)
+        return out
+
+    def _stage(self, name: str):
+        """``stage_hook(name)`` around a stage ("encode", "unet", "decode") when a hook is set."""
+        return self.stage_hook(name) if self.stage_hook is not None else contextlib.nullcontext()
 
     @property
     def size_multiple(self) -> int:
@@ -208,15 +261,22 @@ class FiffDepthPipeline:
         pad_h, pad_w = (math.ceil(ph / m) * m - ph), (math.ceil(pw / m) * m - pw)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        x0 = self.image_codec.encode(x.to(self.dtype))
-        d0 = self.model.predict_latent(x0)
-        outs = [d0, self.model.extend(d0) if extended else None]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            with self._stage("encode"):
+                x0 = self.image_codec.encode(x.to(self.dtype))
+            with self._stage("unet"):
+                d0 = self.model.predict_latent(x0)
+                d_ext = self.model.extend(d0) if extended else None
+            with self._stage("decode"):
+                decoded = [None if lat is None else self.depth_codec.decode(lat) for lat in (d0, d_ext)]
         results = []
-        for lat in outs:
-            if lat is None:
+        for depth in decoded:
+            if depth is None:
                 results.append(None)
                 continue
-            depth = self.depth_codec.decode(lat)[..., :ph, :pw].float()
+            depth = depth[..., :ph, :pw].float()
             if match_input and (ph, pw) != (h, w):
                 depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
             results.append(((depth[:, 0] + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy())
@@ -232,6 +292,55 @@ class FiffDepthPipeline:
                 raise BadImageError("no images given")
             return [image_to_tensor(im) for im in images]
         return [image_to_tensor(images)]
+
+
+def use_sdpa(*modules) -> None:
+    """Route every attention layer through ``F.scaled_dot_product_attention`` (diffusers' AttnProcessor2_0).
+
+    It is diffusers' default under PyTorch 2; set explicitly so a model loaded with another
+    processor still takes the fused kernels.
+    """
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for m in modules:
+        procs = getattr(m, "attn_processors", {})
+        if procs and not all(isinstance(p, AttnProcessor2_0) for p in procs.values()):
+            m.set_attn_processor(AttnProcessor2_0())
+
+
+def _resolve_decoder(decoder, model: FiffDepthModel):
+    """"full" -> None (the VAE decodes); "tiny" -> the distilled decoder next to the model's weights."""
+    if decoder is None or (isinstance(decoder, str) and decoder == "full"):
+        return None
+    if isinstance(decoder, str) and decoder == "tiny":
+        src = getattr(model.unet.config, "_name_or_path", None)
+        if not src:
+            raise FiffDepthError(
+                "decoder='tiny' needs the model's directory: load with FiffDepthPipeline.from_pretrained(DIR, "
+                "decoder='tiny') or pass the decoder (fiffdepth.distill.load_depth_decoder(DIR))"
+            )
+        return _load_tiny_decoder(str(src), model)
+    if isinstance(decoder, str):
+        raise ValueError(f"decoder must be 'full', 'tiny' or an AutoencoderTiny, got {decoder!r}")
+    from .distill import check_compatible
+
+    check_compatible(decoder, model.vae)
+    return decoder
+
+
+def _load_tiny_decoder(src: str, model: FiffDepthModel):
+    from .distill import DECODER_DIR, load_depth_decoder
+    from .hub import load_or_explain, looks_like_local_path
+
+    if looks_like_local_path(src):
+        return load_depth_decoder(Path(src).expanduser() / DECODER_DIR, vae=model.vae)
+    from diffusers import AutoencoderTiny
+
+    from .distill import check_compatible
+
+    dec = load_or_explain(lambda s: AutoencoderTiny.from_pretrained(s, subfolder=DECODER_DIR), src, "depth decoder")
+    check_compatible(dec, model.vae)
+    return dec.eval()
 
 
 def _stack_if_same(arrays: list):
@@ -299,6 +408,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--cmap", default="Spectral")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--decoder", choices=["full", "tiny"], default="full",
+                        help="tiny: the distilled decoder written by `fiffdepth distill-decoder`")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (fast on GPUs; slow on CPUs without bf16 units)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet and the VAE")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,7 +425,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: no images to process", file=sys.stderr)
         return 1
     try:
-        pipe = FiffDepthPipeline.from_pretrained(args.model, device=args.device)
+        pipe = FiffDepthPipeline.from_pretrained(args.model, device=args.device, decoder=args.decoder,
+                                                 torch_dtype=torch.bfloat16 if args.bf16 else None,
+                                                 compile=args.compile)
     except FiffDepthError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -293,6 +293,65 @@ def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: s
     return out
 
 
+def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
+                     datasets: list[str] | None = None, max_images: int | None = None, marigold_steps: int = 50,
+                     marigold_ensemble: int = 10, device: str = "cpu", name: str = "results",
+                     pseudo_agreement: bool = False, progress: bool = True) -> dict:
+    """Score each method (a variant with a finished run, ``"marigold"`` or ``"teacher"``) with
+    ``fiffdepth.evaluate`` on ``datasets`` (default: the held-out embedded scenes) and, with
+    ``pseudo_agreement``, against the teacher's pseudo-labels on the real photos.
+
+    Writes OUT/results/<name>.json (``{"rows": {label: metrics ×100}, "results": [...]}``) and
+    <name>.md atomically; methods without a finished run are skipped with a note. Returns
+    ``{"rows", "markdown", "results", "skipped"}``. ``rows`` per method: abs_rel, delta1 (×100)
+    and boundary_f1 (×100) on the first dataset; pseudo_abs_rel / pseudo_delta1 (×100) when asked.
+    """
+    from . import evaluate as ev
+
+    L = layout(out)
+    specs = list(datasets) if datasets else [f"embedded:{L.eval}"]
+    rows, results, skipped = {}, [], []
+    for m in methods:
+        if m != "teacher" and not (L.runs / m / "summary.json").is_file():
+            skipped.append(m)
+            continue
+        label = label_of(m)
+        predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
+        res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m, progress=progress,
+                                max_images=max_images, label=label, model=m)
+        results.append(res)
+        first = next(iter(res["datasets"].values()))["metrics"]
+        row = {"abs_rel": 100 * first.get("abs_rel", np.nan), "delta1": 100 * first.get("delta1", np.nan),
+               "boundary_f1": 100 * first.get("boundary_f1", np.nan)}
+        if pseudo_agreement:
+            if m == "teacher":  # the teacher against its own labels says nothing
+                row.update(pseudo_abs_rel=np.nan, pseudo_delta1=np.nan)
+            else:
+                agree = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images)
+                row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
+                           pseudo_delta1=100 * agree.get("delta1", np.nan))
+        rows[label] = {k: float(v) for k, v in row.items()}
+    cols = [("abs_rel", "AbsRel ↓"), ("delta1", "δ1 ↑"), ("boundary_f1", "boundary F1 ↑")]
+    if pseudo_agreement:
+        cols += [("pseudo_abs_rel", "AbsRel vs teacher, photos ↓"), ("pseudo_delta1", "δ1 vs teacher, photos ↑")]
+    fmt = lambda v: "–" if not np.isfinite(v) else f"{v:.1f}"  # noqa: E731
+    lines = ["| Method | " + " | ".join(c for _, c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    lines += [f"| {label} | " + " | ".join(fmt(r[k]) for k, _ in cols) + " |" for label, r in rows.items()]
+    dataset_name = "held-out embedded scenes" if not datasets else ", ".join(str(d).split(":")[0] for d in specs)
+    markdown = (f"Scores ×100 on {dataset_name} (first dataset); agreement with the teacher's pseudo-labels on the "
+                f"real photos is not accuracy.\n\n" + "\n".join(lines) + "\n")
+    if skipped:
+        markdown += f"\nNot evaluated (no finished run): {', '.join(skipped)}\n"
+    if results:
+        markdown += "\n" + ev.results_table(results)
+    clean = {label: {k: (None if not np.isfinite(v) else v) for k, v in r.items()} for label, r in rows.items()}
+    _write_json(L.results / f"{name}.json", {"rows": clean, "skipped": skipped, "results": results})
+    tmp = L.results / f".{name}.md.tmp{os.getpid()}"
+    tmp.write_text(markdown)
+    os.replace(tmp, L.results / f"{name}.md")
+    return {"rows": rows, "markdown": markdown, "results": results, "skipped": skipped}
+
+
 # -- 06: figures -------------------------------------------------------------------------------------------
 
 def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathLike = "figures",

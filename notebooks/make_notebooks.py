@@ -106,9 +106,9 @@ diffusion, DDPM 1000 steps, v-prediction) and a tiny `DepthAnythingForDepthEstim
 At paper scale nothing is trained: the config's hub ids are used.
 
 *Runtime (tiny, 2 CPU cores): about 10 minutes (see the README for measured stage times).*"""),
-    ("code", COMMON_PARAMS + '''vae_steps = None      # None = the package defaults (fiffdepth.generator.VAE_STEPS, ...)
-unet_steps = None
-teacher_steps = None
+    ("code", COMMON_PARAMS + '''vae_steps = 500       # the defaults of `fiffdepth pretrain`
+unet_steps = 800
+teacher_steps = 1000
 sample_steps = 50
 '''),
     ("code", SETUP),
@@ -204,7 +204,7 @@ Table 3: `fiffdepth bench` times every method on the same components.
 
 *Runtime (tiny, 2 CPU cores): a few minutes (training the Marigold baseline, then evaluation).*"""),
     ("code", COMMON_PARAMS + '''steps = 400              # Marigold baseline steps (same as FiffDepth's)
-datasets = None          # None = the held-out embedded scenes
+datasets = []            # [] = the held-out embedded scenes
 max_images = None
 marigold_steps = 50      # Marigold's paper setting: 50 DDIM steps × ensemble of 10
 marigold_ensemble = 10

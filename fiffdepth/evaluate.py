@@ -1,0 +1,606 @@
+"""``fiffdepth evaluate``: score models on the paper's benchmarks and write Table 1 / Table 2.
+
+A dataset is named ``NAME:PATH[:OPTION]`` (``DATASETS`` lists the names, ``OPTIONS`` what the
+option means for each). What each kind of dataset is scored with:
+
+- ``nyu kitti eth3d scannet diode`` (Table 1): Marigold's protocol (``fiffdepth.metrics``) with
+  the dataset's range, crop, processing resolution and alignment resolution from
+  ``fiffdepth.data.PROTOCOLS``: least squares in depth space (disparity space for disparity
+  models), clip to [min, max], AbsRel / δ1-3 / RMSE per image, then the mean over images.
+- ``da2k`` (Table 1's last column): share of annotated pairs ordered correctly, over all pairs.
+- ``sintel spring ibims`` (Table 2): Depth Pro's boundary F1 against the GT depth.
+- ``am2k p3m dis5k`` (Table 2): Depth Pro's boundary recall against the matte / mask.
+- ``embedded`` (held-out embedded scenes, exact GT): the Table 1 metrics and the boundary F1.
+
+Boundary F1 compares inverse-depth *ratios*, which are invariant to scale but not to shift, and
+our models' depth is affine-invariant; where GT depth exists the prediction is therefore first
+aligned to it exactly as for Table 1, and it is scored only where the GT is valid (NaN
+elsewhere), so sky or masked-out pixels make no edges on either side. Without GT depth (masks,
+DA-2K) the prediction is used as is (disparity ``p`` as depth ``1 / p``).
+
+A predictor is a ``FiffDepthPipeline`` or any callable ``f(images, processing_resolution) ->
+[HxW array]`` taking a list of (3, H, W) float tensors in [0, 1]; ``processing_resolution``
+None means the model's default, 0 native. A predictor whose attribute ``output_space`` is
+"disparity" (``depth_anything_predictor``) is aligned in disparity space.
+
+Outputs under ``out_dir``: ``<dataset>/per_image.jsonl``, ``results.json`` (per dataset:
+aggregate metrics, image and skipped counts, the protocol; plus model, settings and versions)
+and ``results.md`` (``results_table``). Files are written to a temporary name, then renamed.
+A bad file inside a dataset is reported with ``warnings.warn`` naming it, skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import metrics, tables
+from .data.eval_sets import PROTOCOLS, EvalProtocol
+from .data.io import DataError
+from .data.synthetic import FAR, NEAR
+from .hub import FiffDepthError, load_or_explain
+from .pipeline import BadImageError, FiffDepthPipeline, _atomic_save
+
+# dataset name -> what it is scored with
+DEPTH, BOUNDARY_F1, BOUNDARY_RECALL = "depth", "boundary_f1", "boundary_recall"
+DA2K_PAIRS, EMBEDDED = "da2k", "embedded"
+DATASETS: dict[str, str] = {
+    "nyu": DEPTH, "kitti": DEPTH, "eth3d": DEPTH, "scannet": DEPTH, "diode": DEPTH,
+    "sintel": BOUNDARY_F1, "spring": BOUNDARY_F1, "ibims": BOUNDARY_F1,
+    "am2k": BOUNDARY_RECALL, "p3m": BOUNDARY_RECALL, "dis5k": BOUNDARY_RECALL,
+    "da2k": DA2K_PAIRS, "embedded": EMBEDDED,
+}
+OPTIONS = {
+    **{name: "Marigold split file (default: its file name inside or next to PATH)" for name in PROTOCOLS},
+    "sintel": "pass (default final)", "spring": "split (default train)", "p3m": "subset (default P3M-500-NP)",
+    "dis5k": "Depth Pro's sample list file (default: all of DIS-TE1..4)",
+    "da2k": "annotations file (default annotations.json)",
+}
+# The embedded scenes: depth is exact and valid in [NEAR, FAR] (``fiffdepth.data.synthetic``).
+EMBEDDED_PROTOCOL = EvalProtocol("embedded", NEAR, FAR)
+EMBEDDED_TITLE = "Embedded"  # column title of the held-out scenes in the tables
+
+
+class EvaluationError(FiffDepthError):
+    pass
+
+
+# ============================================================================ datasets
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    path: Path
+    option: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.path}" + (f":{self.option}" if self.option else "")
+
+
+def default_embedded_dir() -> Path:
+    """The held-out embedded scenes of the reproduction (``OUT/data/eval``, notebook 00)."""
+    from .stages import layout
+
+    return layout().eval
+
+
+def parse_dataset_spec(spec: str | DatasetSpec) -> DatasetSpec:
+    """``NAME:PATH[:OPTION]`` (``embedded`` alone: the default held-out scenes) -> DatasetSpec.
+
+    Raises EvaluationError (one line) for an unknown name or a path that does not exist.
+    """
+    if isinstance(spec, DatasetSpec):
+        return spec
+    name, _, rest = str(spec).partition(":")
+    name = name.strip().lower()
+    path, _, option = rest.partition(":")
+    if name not in DATASETS:
+        raise EvaluationError(f"unknown dataset {name!r} in {spec!r}; choose one of {', '.join(DATASETS)}")
+    if not path:
+        if name != "embedded":
+            raise EvaluationError(f"dataset {spec!r} needs a path: {name}:PATH")
+        path = default_embedded_dir()
+        if not path.is_dir():
+            raise EvaluationError(f"{path}: held-out embedded scenes not found; render them with `fiffdepth data synth "
+                                  f"--n 64 --size 128 --seed 1000003 --out {path}` or pass embedded:PATH")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such file or directory (dataset {name})")
+    if option and name not in OPTIONS:
+        raise EvaluationError(f"dataset {name} takes no option (got {option!r})")
+    return DatasetSpec(name, path, option or None)
+
+
+def _marigold_split_file(spec: DatasetSpec) -> Path:
+    if spec.option:
+        split = Path(spec.option).expanduser()
+        if not split.is_file():
+            raise EvaluationError(f"{split}: split file not found (dataset {spec.name})")
+        return split
+    base = Path(PROTOCOLS[spec.name].split_file).name
+    for candidate in (spec.path / base, spec.path.parent / base):
+        if candidate.is_file():
+            return candidate
+    raise EvaluationError(f"{spec.name}: no split file {base} in or next to {spec.path}; pass "
+                          f"{spec.name}:PATH:SPLIT_FILE (Marigold's {PROTOCOLS[spec.name].split_file})")
+
+
+def open_dataset(spec: str | DatasetSpec):
+    """The loader of ``fiffdepth.data`` for a spec, raising on bad files (we skip and count them here)."""
+    from . import data
+
+    spec = parse_dataset_spec(spec)
+    name, path, option = spec.name, spec.path, spec.option
+    if DATASETS[name] == DEPTH:
+        return data.EVAL_DATASETS[name](path, _marigold_split_file(spec), on_bad="raise")
+    if name == "embedded":
+        return data.SyntheticDepthDataset(path, on_bad="raise")
+    if name == "sintel":
+        return data.Sintel(path, option or "final", on_bad="raise")
+    if name == "spring":
+        return data.Spring(path, option or "train", on_bad="raise")
+    if name == "ibims":
+        return data.IBims1(path, on_bad="raise")
+    if name == "am2k":
+        return data.AM2k(path)
+    if name == "p3m":
+        return data.P3M10k(path, option or "P3M-500-NP")
+    if name == "dis5k":
+        return data.DIS5k(path, option)
+    return data.DA2K(path, option or "annotations.json")
+
+
+def protocol_of(name: str) -> EvalProtocol | None:
+    return PROTOCOLS.get(name) or (EMBEDDED_PROTOCOL if name == "embedded" else None)
+
+
+# ============================================================================ predictors
+
+
+class Predictor:
+    """A callable ``f(images, processing_resolution) -> [HxW array]`` with what it outputs.
+
+    output_space: "depth" (larger = farther) or "disparity" (larger = closer); info: what it is
+    (recorded in results.json)."""
+
+    def __init__(self, fn: Callable, output_space: str = "depth", info: dict | None = None):
+        if output_space not in ("depth", "disparity"):
+            raise ValueError(f"output_space must be 'depth' or 'disparity', got {output_space!r}")
+        self.fn, self.output_space, self.info = fn, output_space, dict(info or {})
+
+    def __call__(self, images, processing_resolution: int | None = None) -> list[np.ndarray]:
+        return self.fn(images, processing_resolution)
+
+
+def depth_anything_predictor(model_dir_or_id: str, device=None, batch_size: int = 8) -> Predictor:
+    """transformers' DepthAnythingForDepthEstimation + its processor (``fiffdepth.teacher.Teacher``);
+    outputs disparity, so evaluation aligns it in disparity space. A processing resolution of 0
+    (native) falls back to the processor's size: the ViT needs sides that are multiples of 14."""
+    from .teacher import Teacher
+
+    teacher = Teacher.from_pretrained(model_dir_or_id, device=device)
+    return Predictor(lambda images, res: teacher.predict_disparity(list(images), resolution=res or None,
+                                                                   batch_size=batch_size),
+                     "disparity", {"kind": "depth-anything", "model": str(model_dir_or_id)})
+
+
+def marigold_predictor(pipe, num_inference_steps: int | None = None, ensemble_size: int = 1,
+                       seed: int = 0) -> Predictor:
+    """diffusers' MarigoldDepthPipeline; one seeded call per image (sizes may differ), depth in [0, 1]."""
+
+    def predict(images, res):
+        out = []
+        for image in images:
+            g = torch.Generator(device=pipe.device).manual_seed(seed)
+            r = pipe(image[None], num_inference_steps=num_inference_steps, ensemble_size=ensemble_size,
+                     processing_resolution=res, match_input_resolution=True, generator=g, output_type="np")
+            out.append(np.asarray(r.prediction)[0, ..., 0])
+        return out
+
+    return Predictor(predict, "depth", {"kind": "marigold", "num_inference_steps": num_inference_steps,
+                                        "ensemble_size": ensemble_size, "seed": seed})
+
+
+MODEL_KINDS = ("fiffdepth", "marigold", "depth-anything")
+
+
+def split_model_kind(model: str) -> tuple[str | None, str]:
+    """``"marigold:DIR"`` -> ("marigold", "DIR"); no known prefix -> (None, model)."""
+    kind, _, rest = str(model).partition(":")
+    return (kind, rest) if kind in MODEL_KINDS and rest else (None, str(model))
+
+
+def load_predictor(model: str, device=None, marigold_steps: int | None = None, marigold_ensemble: int = 1):
+    """A FiffDepth, Marigold or Depth Anything model from a directory or hub id.
+
+    The kind is read from the directory (``model_index.json`` naming a Marigold pipeline, a
+    transformers ``config.json`` of model type depth_anything; otherwise FiffDepth) or forced
+    with a prefix: ``fiffdepth:``, ``marigold:``, ``depth-anything:``.
+    """
+    kind, src = split_model_kind(model)
+    path = Path(src).expanduser()
+    if kind is None:
+        kind = "fiffdepth"
+        if (path / "model_index.json").is_file():
+            if "Marigold" in json.loads((path / "model_index.json").read_text()).get("_class_name", ""):
+                kind = "marigold"
+        elif (path / "config.json").is_file():
+            if json.loads((path / "config.json").read_text()).get("model_type") == "depth_anything":
+                kind = "depth-anything"
+    if kind == "depth-anything":
+        return depth_anything_predictor(src, device=device)
+    if kind == "marigold":
+        if (path / "empty_text_embedding.safetensors").is_file():  # a baseline of fiffdepth.marigold
+            from .marigold import load_marigold
+
+            pipe = load_marigold(path, device=device or "cpu")
+        else:
+            from diffusers import MarigoldDepthPipeline
+
+            pipe = load_or_explain(MarigoldDepthPipeline.from_pretrained, src, "Marigold pipeline").to(device or "cpu")
+            pipe.set_progress_bar_config(disable=True)
+        return marigold_predictor(pipe, marigold_steps, marigold_ensemble)
+    return FiffDepthPipeline.from_pretrained(src, device=device)
+
+
+def output_space(predictor) -> str:
+    return getattr(predictor, "output_space", "depth")
+
+
+def describe_predictor(predictor) -> dict:
+    if isinstance(predictor, FiffDepthPipeline):
+        return {"kind": "fiffdepth", "output_space": "depth", "device": str(predictor.device),
+                "processing_resolution": predictor.model.processing_resolution, "dtype": str(predictor.dtype),
+                "decoder": getattr(predictor, "decoder_name", "full")}
+    return {"kind": type(predictor).__name__, **getattr(predictor, "info", {}), "output_space": output_space(predictor)}
+
+
+def predict_raw(predictor, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
+                batch_size: int = 1) -> list[np.ndarray]:
+    """The predictor's own output (depth or disparity, see ``output_space``), one (H, W) float32
+    array per (3, H, W) image, at the image's resolution."""
+    images = list(images)
+    if isinstance(predictor, FiffDepthPipeline):
+        maps = list(predictor(images, processing_resolution=processing_resolution, match_input_resolution=True,
+                              batch_size=batch_size).depth)
+    else:
+        maps = list(predictor(images, processing_resolution))
+    if len(maps) != len(images):
+        raise ValueError(f"predictor returned {len(maps)} maps for {len(images)} images")
+    out = []
+    for m, im in zip(maps, images):
+        m = np.asarray(m.detach().cpu() if torch.is_tensor(m) else m, dtype=np.float32).squeeze()
+        if m.shape != tuple(im.shape[-2:]):
+            raise ValueError(f"predictor returned a {m.shape} map for a {tuple(im.shape[-2:])} image")
+        out.append(m)
+    return out
+
+
+def predict_depths(predictor, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
+                   batch_size: int = 1) -> list[np.ndarray]:
+    """Depth-like maps (larger = farther) for figures and comparisons: a disparity predictor's
+    output goes through ``fiffdepth.teacher.disparity_to_depth``, the pseudo-label convention."""
+    maps = predict_raw(predictor, images, processing_resolution, batch_size)
+    if output_space(predictor) == "disparity":
+        from .teacher import disparity_to_depth
+
+        maps = [disparity_to_depth(m) for m in maps]
+    return maps
+
+
+# ============================================================================ scoring one image
+
+
+def _aligned_depth(pred, gt, valid, space: str, protocol: EvalProtocol | None) -> np.ndarray:
+    """Prediction aligned to GT depth (least squares in the predictor's space), clipped to > 0."""
+    max_res = protocol.alignment_max_res if protocol else None
+    if space == "disparity":
+        aligned = metrics.align_scale_shift_disparity(pred, gt, valid, max_res)
+    else:
+        aligned, _, _ = metrics.align_scale_shift(pred, gt, valid, max_res)
+    return np.maximum(aligned, metrics.MIN_EVAL_DEPTH)
+
+
+def _unaligned_depth(pred, space: str) -> np.ndarray:
+    """Without GT depth: depth as is, disparity p as depth 1 / p (Depth Pro inverts depth back)."""
+    return 1.0 / np.maximum(pred, metrics.BOUNDARY_DEPTH_EPS) if space == "disparity" else pred
+
+
+def _boundary_f1_on_valid(pred, gt, valid, space, protocol) -> float:
+    aligned = np.where(valid, _aligned_depth(pred, gt, valid, space, protocol), np.nan)
+    return metrics.boundary_f1(aligned, np.where(valid, gt, np.nan))
+
+
+def score_item(kind: str, item: dict, pred: np.ndarray, space: str, protocol: EvalProtocol | None) -> dict:
+    """Per-image metrics (fractions) of one dataset item against the prediction."""
+    if kind == DA2K_PAIRS:
+        ordering = -pred if space == "disparity" else pred  # smaller = closer
+        n = len(item["pairs"])
+        correct = int(round(metrics.da2k_accuracy(ordering, item["pairs"]) * n))
+        return {"da2k_accuracy": correct / n, "pairs": n, "correct": correct}
+    if kind == BOUNDARY_RECALL:
+        return {"boundary_recall": metrics.boundary_recall(_unaligned_depth(pred, space), item["mask"][0].numpy())}
+    gt, valid = item["depth"][0].numpy().astype(np.float64), item["valid_mask"][0].numpy().astype(bool)
+    if not valid.any():
+        raise DataError(f"{item['name']}: no valid depth pixel")
+    out = {}
+    if kind in (DEPTH, EMBEDDED):
+        out.update(metrics.compute_depth_metrics(pred, gt, valid, protocol.min_depth, protocol.max_depth,
+                                                 alignment=space, alignment_max_res=protocol.alignment_max_res))
+    if kind in (BOUNDARY_F1, EMBEDDED):
+        out["boundary_f1"] = _boundary_f1_on_valid(pred, gt, valid, space, protocol)
+    return out
+
+
+def aggregate_rows(kind: str, rows: list[dict]) -> dict:
+    """Dataset-level metrics: the mean over images (Marigold, Depth Pro); DA-2K over all pairs."""
+    if not rows:
+        return {}
+    if kind == DA2K_PAIRS:
+        pairs = sum(r["pairs"] for r in rows)
+        return {"da2k_accuracy": sum(r["correct"] for r in rows) / pairs, "pairs": pairs}
+    keys = [k for k in rows[0] if k not in ("name", "index", "height", "width")]
+    return metrics.aggregate([{k: r[k] for k in keys} for r in rows])
+
+
+# ============================================================================ evaluation
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    out = {"fiffdepth": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(path, lambda p: p.write_text(text))
+
+
+def _write_json(path: Path, data) -> None:
+    _write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: int | None = None,
+                     batch_size: int = 1, max_images: int | None = None, progress: bool = True,
+                     desc: str | None = None) -> tuple[dict, list[dict]]:
+    """Score one dataset -> (summary, per-image rows). Bad files are warned about, skipped, counted."""
+    from tqdm.auto import tqdm
+
+    spec = parse_dataset_spec(spec)
+    kind, protocol = DATASETS[spec.name], protocol_of(spec.name)
+    dataset = open_dataset(spec)
+    if processing_resolution is None and protocol is not None and spec.name != "embedded":
+        processing_resolution = protocol.processing_resolution  # Marigold's per-dataset setting (0 = native)
+    space = output_space(predictor)
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    rows, skipped = [], []
+    t0 = time.perf_counter()
+
+    def skip(where: str, err: Exception) -> None:
+        skipped.append(f"{where}: {err}")
+        warnings.warn(f"{spec.name}: skipping {where} ({err})", stacklevel=3)
+
+    bar = tqdm(total=n, desc=desc or spec.name, unit="img", disable=not progress)
+    for start in range(0, n, max(1, batch_size)):
+        batch = []
+        for i in range(start, min(n, start + max(1, batch_size))):
+            try:
+                batch.append((i, dataset[i]))
+            except DataError as err:
+                skip(f"image {i}", err)
+                bar.update(1)
+        if not batch:
+            continue
+        try:
+            preds = predict_raw(predictor, [it["image"] for _, it in batch], processing_resolution, batch_size)
+        except BadImageError:  # find which one
+            preds = []
+            for i, it in batch:
+                try:
+                    preds.append(predict_raw(predictor, [it["image"]], processing_resolution)[0])
+                except BadImageError as err:
+                    preds.append(err)
+        for (i, item), pred in zip(batch, preds):
+            bar.update(1)
+            try:
+                if isinstance(pred, Exception):
+                    raise pred
+                row = score_item(kind, item, pred, space, protocol)
+            except (DataError, BadImageError) as err:
+                skip(str(item["name"]), err)
+                continue
+            rows.append({"name": str(item["name"]), "index": i, **row})
+        if rows and kind != DA2K_PAIRS:
+            main = "abs_rel" if "abs_rel" in rows[0] else next(k for k in rows[0] if k not in ("name", "index"))
+            bar.set_postfix({main: f"{np.mean([r[main] for r in rows]):.3f}"}, refresh=False)
+    bar.close()
+    if not rows:
+        warnings.warn(f"{spec.name}: no image could be scored ({len(skipped)} skipped)", stacklevel=2)
+    summary = {
+        "dataset": spec.name, "path": str(spec.path), "option": spec.option, "kind": kind,
+        "metrics": aggregate_rows(kind, rows), "n_images": len(rows), "skipped": len(skipped),
+        "skipped_files": skipped, "processing_resolution": processing_resolution,
+        "protocol": None if protocol is None else {  # max_depth None = unbounded (ETH3D), valid JSON
+            "min_depth": protocol.min_depth, "max_depth": protocol.max_depth if np.isfinite(protocol.max_depth) else None,
+            "eval_crop": protocol.eval_crop, "alignment_max_res": protocol.alignment_max_res},
+        "alignment": space if kind in (DEPTH, EMBEDDED, BOUNDARY_F1) else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return summary, rows
+
+
+def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("embedded",), out_dir=None,
+                   progress: bool = True, max_images: int | None = None, processing_resolution: int | None = None,
+                   batch_size: int = 1, label: str | None = None, model: str | None = None) -> dict:
+    """Evaluate one predictor on every dataset; write per-image rows and tables when ``out_dir`` is set.
+
+    predictor: a FiffDepthPipeline or a callable (see the module docstring). dataset_specs:
+    ``NAME:PATH[:OPTION]`` strings. processing_resolution: overrides every dataset's (None: the
+    dataset protocol's for Table 1 sets, else the model's default). Returns the results.json dict:
+    ``{"label", "model", "config", "versions", "datasets": {name: summary}}``.
+    """
+    specs = [parse_dataset_spec(s) for s in dataset_specs]  # fail on a bad name/path before any work
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"a dataset is given twice: {names}")
+    if label is None:
+        label = "FiffDepth" if isinstance(predictor, FiffDepthPipeline) else describe_predictor(predictor)["kind"]
+    results = {
+        "label": label, "model": model,
+        "config": {"processing_resolution": processing_resolution, "batch_size": batch_size, "max_images": max_images,
+                   "predictor": describe_predictor(predictor)},
+        "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "datasets": {},
+    }
+    out_dir = None if out_dir is None else Path(out_dir)
+    for spec in specs:
+        summary, rows = evaluate_dataset(predictor, spec, processing_resolution, batch_size, max_images, progress,
+                                         desc=f"{label}: {spec.name}")
+        results["datasets"][spec.name] = summary
+        if out_dir is not None:
+            _write_text(out_dir / spec.name / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    if out_dir is not None:
+        _write_json(out_dir / "results.json", results)
+        _write_text(out_dir / "results.md", results_table([results]))
+    return results
+
+
+# ============================================================================ tables
+
+
+def read_results(path) -> list[dict]:
+    """The per-model result dicts of a results.json (one model, or ``{"models": [...]}``)."""
+    data = json.loads(Path(path).read_text())
+    return list(data["models"]) if "models" in data else [data]
+
+
+def by_method(results_list: Sequence[dict]) -> dict[str, dict[str, dict]]:
+    """``{label: {dataset: metrics}}`` (the input of ``fiffdepth.tables``); repeated labels get " (2)"."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in results_list:
+        label, k = r["label"], 2
+        while label in out:
+            label, k = f"{r['label']} ({k})", k + 1
+        out[label] = {(EMBEDDED_TITLE if d == "embedded" else d): s["metrics"] for d, s in r["datasets"].items()}
+    return out
+
+
+def _fmt(value, scale: float, decimals: int) -> str:
+    return "–" if value is None else f"{value * scale:.{decimals}f}"
+
+
+def results_table(results_list: Sequence[dict] | dict) -> str:
+    """Markdown: Table 1 (AbsRel ↓, δ1 ↑ ×100 per dataset, DA-2K Acc), Table 2 (boundary F1 / R),
+    and a details table (all metrics, image and skipped counts), each only when it has data."""
+    if isinstance(results_list, dict):
+        results_list = [results_list]
+    table = by_method(results_list)
+    present = {d for per in table.values() for d in per}
+    sections = []
+    embedded = [EMBEDDED_TITLE] if EMBEDDED_TITLE in present else []
+    t1 = [d for d in tables.TABLE1_DATASETS if d in present] + embedded
+    if t1 or "da2k" in present:
+        sections.append("### Table 1 · affine-invariant depth (AbsRel, δ1 ×100; DA-2K accuracy %)\n\n"
+                        + tables.table1_markdown(table, t1))
+    f1 = [d for d in tables.TABLE2_F1_DATASETS if d in present] + embedded
+    recall = [d for d in tables.TABLE2_RECALL_DATASETS if d in present]
+    if f1 or recall:
+        sections.append("### Table 2 · boundaries (F1 with depth GT, recall R with masks)\n\n"
+                        + tables.table2_markdown(table, f1, recall))
+    lines = ["| Method | Dataset | images | skipped | AbsRel | δ1 | δ2 | δ3 | RMSE | F1 | R | Acc (%) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (label, _), r in zip(table.items(), results_list):
+        for d, s in r["datasets"].items():
+            m = s["metrics"]
+            cells = [_fmt(m.get("abs_rel"), 100, 1), _fmt(m.get("delta1"), 100, 1), _fmt(m.get("delta2"), 100, 1),
+                     _fmt(m.get("delta3"), 100, 1), _fmt(m.get("rmse"), 1, 3), _fmt(m.get("boundary_f1"), 1, 3),
+                     _fmt(m.get("boundary_recall"), 1, 3), _fmt(m.get("da2k_accuracy"), 100, 1)]
+            title = EMBEDDED_TITLE if d == "embedded" else tables.DISPLAY_NAMES.get(d, d)
+            lines.append(f"| {label} | {title} | {s['n_images']} | {s['skipped']} | "
+                         + " | ".join(cells) + " |")
+    sections.append("### All metrics (AbsRel, δ ×100; RMSE in GT units)\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(sections)
+
+
+# ============================================================================ CLI: fiffdepth evaluate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    names = ", ".join(DATASETS)
+    parser.add_argument("--model", action="append", required=True,
+                        help="model directory or hub id, repeatable (FiffDepth, Marigold or Depth Anything; force the "
+                             "kind with a fiffdepth:/marigold:/depth-anything: prefix)")
+    parser.add_argument("--label", action="append", default=None, help="table row name per --model (repeatable)")
+    parser.add_argument("--dataset", action="append", default=None, metavar="NAME:PATH[:OPTION]",
+                        help=f"repeatable; NAME in {names} (default: embedded = the held-out scenes in "
+                             f"outputs/data/eval); OPTION: the split file (Table 1 sets), pass (sintel), split "
+                             f"(spring), subset (p3m), sample list (dis5k), annotations file (da2k)")
+    parser.add_argument("--out", default="outputs/results/evaluate",
+                        help="output directory: results.json, results.md, <dataset>/per_image.jsonl")
+    parser.add_argument("--processing-resolution", type=int, default=None,
+                        help="longest side for every dataset (0 = native; default: each dataset's protocol, "
+                             "else the model's)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--max-images", type=int, default=None, help="first N images per dataset (smoke tests)")
+    parser.add_argument("--marigold-steps", type=int, default=None, help="denoising steps of a Marigold model")
+    parser.add_argument("--marigold-ensemble", type=int, default=1, help="ensemble size of a Marigold model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "model"
+
+
+def run(args: argparse.Namespace) -> int:
+    models = list(args.model)
+    labels = list(args.label or [])
+    if labels and len(labels) != len(models):
+        print(f"error: {len(labels)} --label for {len(models)} --model", file=sys.stderr)
+        return 2
+    labels = labels or [Path(split_model_kind(m)[1]).name or m for m in models]
+    out = Path(args.out)
+    results = []
+    try:
+        specs = [parse_dataset_spec(s) for s in (args.dataset or ["embedded"])]
+        for model, label in zip(models, labels):
+            predictor = load_predictor(model, args.device, args.marigold_steps, args.marigold_ensemble)
+            target = out if len(models) == 1 else out / _slug(label)
+            results.append(evaluate_model(predictor, specs, target, progress=not args.no_progress,
+                                          max_images=args.max_images, processing_resolution=args.processing_resolution,
+                                          batch_size=args.batch_size, label=label, model=model))
+    except (FiffDepthError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(results) > 1:
+        _write_json(out / "results.json", {"models": results, "versions": _versions()})
+        _write_text(out / "results.md", results_table(results))
+    print(results_table(results))
+    skipped = sum(s["skipped"] for r in results for s in r["datasets"].values())
+    empty = [f"{r['label']}: {d}" for r in results for d, s in r["datasets"].items() if s["n_images"] == 0]
+    note = f"; {skipped} image(s) skipped" if skipped else ""
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'}{note}")
+    if empty:
+        print(f"error: no image scored for {', '.join(empty)}", file=sys.stderr)
+        return 1
+    return 0
