@@ -8,6 +8,7 @@ PRESET ?= tiny
 OUT ?= outputs
 PYTEST_ARGS ?=
 REPRO_ARGS ?=
+DATA ?=
 
 .PHONY: install test reproduce clean-outputs help
 
@@ -32,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 reproduce: install
-	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) $(REPRO_ARGS)
+	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) $(if $(DATA),--data $(DATA)) $(REPRO_ARGS)
 
 clean-outputs:
 	rm -rf $(OUT)

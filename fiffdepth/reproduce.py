@@ -35,6 +35,31 @@ SMOKE: dict[str, dict] = {
 }
 
 
+# ``--data ROOT`` (``make reproduce PRESET=paper DATA=ROOT``): the conventional layout under ROOT.
+DATA_LAYOUT = {"hypersim": "synthetic", "vkitti": "synthetic", "laion_art": "real", "laion_art_pseudo": "pseudo"}
+EVAL_SETS = ("nyu", "kitti", "eth3d", "scannet", "diode")
+
+
+def data_parameters(root: str | Path) -> tuple[dict, list[str]]:
+    """Notebook parameters for datasets found under ROOT: ROOT/hypersim, ROOT/vkitti (synthetic),
+    ROOT/laion_art (real), ROOT/laion_art_pseudo (pseudo-labels), ROOT/{nyu,kitti,eth3d,scannet,diode}
+    (Table 1). Only what exists is used; ROOT itself must exist."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data root not found (expected hypersim/, vkitti/, laion_art/ ... inside)")
+    synthetic = [f"{k}:{root / k}" for k, v in DATA_LAYOUT.items() if v == "synthetic" and (root / k).is_dir()]
+    overrides: dict = {}
+    if synthetic:
+        overrides["data.synthetic"] = synthetic
+    if (root / "laion_art").is_dir():
+        overrides["data.real"] = [str(root / "laion_art")]
+    if (root / "laion_art_pseudo").is_dir():
+        overrides["data.pseudo_labels"] = str(root / "laion_art_pseudo")
+    params: dict = {"overrides": overrides} if overrides else {}
+    datasets = [f"{k}:{root / k}" for k in EVAL_SETS if (root / k).is_dir()]
+    return params, datasets
+
+
 def notebook_parameters(name: str, preset: str, out: str, figures: str, smoke: bool, extra: dict) -> dict:
     params = {"preset": preset, "out_dir": out, "figures_dir": figures}
     if smoke:
@@ -45,8 +70,10 @@ def notebook_parameters(name: str, preset: str, out: str, figures: str, smoke: b
 
 def run_notebooks(out: str | Path = "outputs", preset: str = "tiny", figures: str | Path = "figures",
                   smoke: bool = False, only: list[str] | None = None, extra: dict | None = None,
-                  notebooks_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Execute the notebooks in order; returns ``{name: seconds}`` (raises on the first failure)."""
+                  notebooks_dir: str | Path | None = None, progress: bool = True,
+                  per_notebook: dict | None = None) -> dict:
+    """Execute the notebooks in order; returns ``{name: seconds}`` (raises on the first failure).
+    ``extra``: parameters for every notebook; ``per_notebook``: ``{name: parameters}``."""
     import papermill as pm
 
     nb_dir = Path(notebooks_dir) if notebooks_dir else REPO / "notebooks"
@@ -61,7 +88,8 @@ def run_notebooks(out: str | Path = "outputs", preset: str = "tiny", figures: st
         src = nb_dir / f"{name}.ipynb"
         if not src.is_file():
             raise FileNotFoundError(f"{src}: notebook missing (regenerate with `python notebooks/make_notebooks.py`)")
-        params = notebook_parameters(name, preset, str(out), str(figures), smoke, dict(extra or {}))
+        params = notebook_parameters(name, preset, str(out), str(figures), smoke,
+                                     {**(extra or {}), **(per_notebook or {}).get(name, {})})
         print(f"[reproduce] {name} {json.dumps(params)}", flush=True)
         t0 = time.time()
         pm.execute_notebook(str(src), str(executed / f"{name}.ipynb"), parameters=params, cwd=str(REPO),
@@ -81,10 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figures", default="figures")
     p.add_argument("--smoke", action="store_true", help="tiny parameters: checks the wiring in minutes")
     p.add_argument("--only", nargs="*", help=f"run only these notebooks ({', '.join(NOTEBOOKS)})")
+    p.add_argument("--data", default=None, metavar="ROOT",
+                   help="data root with hypersim/, vkitti/, laion_art/, laion_art_pseudo/, nyu/, kitti/, ... (paper scale)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="extra notebook parameter, value parsed as JSON (e.g. steps=800)")
     args = p.parse_args(argv)
     extra = {}
+    eval_sets: list = []
+    if args.data:
+        try:
+            data_params, eval_sets = data_parameters(args.data)
+        except FileNotFoundError as err:
+            p.error(str(err))
+        extra.update(data_params)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -94,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             extra[key] = value
     try:
-        timings = run_notebooks(args.out, args.preset, args.figures, args.smoke, args.only, extra)
+        timings = run_notebooks(args.out, args.preset, args.figures, args.smoke, args.only, extra,
+                                per_notebook={"04_evaluate": {"datasets": eval_sets}} if eval_sets else None)
     except Exception as err:  # papermill raises PapermillExecutionError naming the failing cell
         print(f"reproduce: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
               file=sys.stderr)

@@ -208,8 +208,8 @@ datasets = []            # [] = the held-out embedded scenes
 max_images = None
 marigold_steps = 50      # Marigold's paper setting: 50 DDIM steps × ensemble of 10
 marigold_ensemble = 10
-bench_images = 4
-bench_resolution = 512
+bench_images = 2
+bench_resolution = 256   # Table 3 at 512 px: benchmarks/RESULTS.md (fiffdepth bench)
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
