@@ -256,6 +256,15 @@ def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50
     return FiffDepthPipeline.from_pretrained(L.runs / variant, device=device)
 
 
+def _weights_digest(out: str | os.PathLike, variant: str) -> str:
+    """Identifies the weights a method is scored with: sizes and mtimes of its weight files."""
+    L = layout(out)
+    root = L.teacher if variant == "teacher" else L.runs / variant
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
+                   and "checkpoints" not in p.parts)
+    return ";".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
 def label_of(variant: str) -> str:
     if variant == MARIGOLD:
         return MARIGOLD_LABEL
@@ -316,9 +325,20 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             skipped.append(m)
             continue
         label = label_of(m)
-        predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-        res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m, progress=progress,
-                                max_images=max_images, label=label, model=m)
+        # Scores are reused (across notebooks too) while the weights and the settings are the same.
+        key = {"method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
+               "max_images": max_images, "device": device,
+               "marigold": [marigold_steps, marigold_ensemble] if m == MARIGOLD else None}
+        predictor = None
+        cached = _read_json(L.results / ".scores" / f"{m}.json")
+        if cached and cached.get("key") == key:
+            res = cached["results"]
+        else:
+            predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
+            res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m, progress=progress,
+                                    max_images=max_images, label=label, model=m)
+            cached = {"key": key, "results": res}
+            _write_json(L.results / ".scores" / f"{m}.json", cached)
         results.append(res)
         first = next(iter(res["datasets"].values()))["metrics"]
         row = {"abs_rel": 100 * first.get("abs_rel", np.nan), "delta1": 100 * first.get("delta1", np.nan),
@@ -327,7 +347,11 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             if m == "teacher":  # the teacher against its own labels says nothing
                 row.update(pseudo_abs_rel=np.nan, pseudo_delta1=np.nan)
             else:
-                agree = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images)
+                if "pseudo" not in cached:
+                    predictor = predictor or predictor_for(out, m, marigold_steps, marigold_ensemble, device)
+                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images)
+                    _write_json(L.results / ".scores" / f"{m}.json", cached)
+                agree = cached["pseudo"]
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
                            pseudo_delta1=100 * agree.get("delta1", np.nan))
         rows[label] = {k: float(v) for k, v in row.items()}

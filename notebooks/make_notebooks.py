@@ -167,7 +167,7 @@ pseudo-label latents, Eq. 4). The plot below redraws as training logs; the run d
 (`OUT/runs/fiffdepth`) holds checkpoints, `losses.jsonl`, TensorBoard logs and the final model.
 
 *Runtime (tiny, 2 CPU cores): a few minutes for the default steps.*"""),
-    ("code", COMMON_PARAMS + '''steps = 400          # the same for every variant in 05_ablations
+    ("code", COMMON_PARAMS + '''steps = 300          # the same for every variant in 05_ablations
 n_show = 4
 '''),
     ("code", SETUP),
@@ -203,11 +203,11 @@ scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 Table 3: `fiffdepth bench` times every method on the same components.
 
 *Runtime (tiny, 2 CPU cores): a few minutes (training the Marigold baseline, then evaluation).*"""),
-    ("code", COMMON_PARAMS + '''steps = 400              # Marigold baseline steps (same as FiffDepth's)
+    ("code", COMMON_PARAMS + '''steps = 300              # Marigold baseline steps (same as FiffDepth's)
 datasets = []            # [] = the held-out embedded scenes
 max_images = None
-marigold_steps = 50      # Marigold's paper setting: 50 DDIM steps × ensemble of 10
-marigold_ensemble = 10
+marigold_steps = 10      # the paper protocol is 50 DDIM steps × ensemble 10 (about 10 s/image here, 20× the time)
+marigold_ensemble = 5
 bench_images = 2
 bench_resolution = 256   # Table 3 at 512 px: benchmarks/RESULTS.md (fiffdepth bench)
 '''),
@@ -237,11 +237,11 @@ agreement with the teacher's pseudo-labels on the real photos. Whatever the numb
 reported as is.
 
 *Runtime (tiny, 2 CPU cores): about 2 minutes per variant.*"""),
-    ("code", COMMON_PARAMS + '''steps = 400
+    ("code", COMMON_PARAMS + '''steps = 300            # the same as 03_train's
 variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]
 max_images = None
-marigold_steps = 50
-marigold_ensemble = 10
+marigold_steps = 10      # as 04_evaluate (the paper protocol: 50 × 10)
+marigold_ensemble = 5
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
@@ -277,8 +277,8 @@ truth), Fig. 6 (boundary close-ups), Fig. 7 (ablation grid), and the tables as m
 *Runtime (tiny, 2 CPU cores): about a minute.*"""),
     ("code", COMMON_PARAMS + '''variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]
 n_images = 4
-marigold_steps = 50
-marigold_ensemble = 10
+marigold_steps = 10      # as 04_evaluate (the paper protocol: 50 × 10)
+marigold_ensemble = 5
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
