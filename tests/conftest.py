@@ -20,6 +20,16 @@ def tiny_model(tiny_cfg):
     return FiffDepthModel.from_config(tiny_cfg.model, seed=0)
 
 
+def save_tiny_model(path, model_cfg, processing_resolution):
+    """A randomly initialised tiny FiffDepth model saved with ``save_pretrained`` (seed 0)."""
+    from fiffdepth.model import FiffDepthModel
+
+    m = FiffDepthModel.from_config(model_cfg, seed=0)
+    m.processing_resolution = processing_resolution
+    m.save_pretrained(path)
+    return path
+
+
 def make_train_fixture(out, n_synth=40, n_real=12, size=64):
     """A small embedded dataset: synthetic scenes + real photos + stand-in pseudo-labels."""
     from pathlib import Path

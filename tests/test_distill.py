@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from conftest import save_tiny_model
 
 from fiffdepth.codecs import DepthCodec
 from fiffdepth.distill import (DECODER_DIR, DECODER_META, distill_decoder, load_depth_decoder, make_tiny_decoder,
@@ -14,13 +15,7 @@ from fiffdepth.pipeline import FiffDepthPipeline
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_cfg):
-    from fiffdepth.model import FiffDepthModel
-
-    d = tmp_path_factory.mktemp("distill") / "model"
-    m = FiffDepthModel.from_config(tiny_cfg.model, seed=0)
-    m.processing_resolution = 32
-    m.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("distill") / "model", tiny_cfg.model, 32)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import (fixture_scene, make_am2k_fixture, make_da2k_fixture, make_scannet_fixture,
+from conftest import (fixture_scene, save_tiny_model, make_am2k_fixture, make_da2k_fixture, make_scannet_fixture,
                       make_sintel_fixture)
 
 from fiffdepth import evaluate as ev
@@ -26,13 +26,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_cfg):
-    from fiffdepth.model import FiffDepthModel
-
-    d = tmp_path_factory.mktemp("evalmodel") / "tiny"
-    m = FiffDepthModel.from_config(tiny_cfg.model, seed=0)
-    m.processing_resolution = 64
-    m.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("evalmodel") / "tiny", tiny_cfg.model, 64)
 
 
 @pytest.fixture(scope="module")

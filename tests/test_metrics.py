@@ -1,7 +1,5 @@
 """Metrics of Table 1 (Marigold protocol, DA-2K) and Table 2 (Depth Pro boundaries), and the tables."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -177,14 +175,12 @@ def test_boundary_recall_uses_thinned_edges():
     assert M.boundary_recall(strongest_before_edge, mask) == 0.0
 
 
-def test_boundary_metrics_are_fast_at_1024x768():
-    rng = np.random.default_rng(3)
+def test_boundary_metrics_at_full_resolution():
+    # the vectorised metrics at 1024x768 (timing: benchmarks/bench_metrics.py)
     gt = square_scene(rows=slice(200, 500), cols=slice(300, 700), shape=(768, 1024))
-    pred = gt * rng.uniform(0.97, 1.03, gt.shape)
-    for fn, target in ((M.boundary_f1, gt), (M.boundary_recall, (gt < 2).astype(float))):
-        start = time.perf_counter()
-        fn(pred, target)
-        assert time.perf_counter() - start < 2.0, fn.__name__   # ~0.1 s; the loop version takes ~5 s
+    assert M.boundary_f1(gt, gt) == pytest.approx(1.0)
+    assert M.boundary_f1(np.full_like(gt, 2.0), gt) == 0.0
+    assert M.boundary_recall(gt, (gt < 2).astype(float)) == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------

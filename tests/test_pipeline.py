@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_model
 from PIL import Image
 
 from fiffdepth.pipeline import BadImageError, FiffDepthPipeline, find_images, image_to_tensor, load_image
@@ -13,13 +14,7 @@ from fiffdepth.pipeline import BadImageError, FiffDepthPipeline, find_images, im
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_cfg):
-    from fiffdepth.model import FiffDepthModel
-
-    d = tmp_path_factory.mktemp("model") / "tiny"
-    m = FiffDepthModel.from_config(tiny_cfg.model, seed=0)
-    m.processing_resolution = 64
-    m.save_pretrained(d)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny", tiny_cfg.model, 64)
 
 
 @pytest.fixture(scope="module")
