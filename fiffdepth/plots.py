@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -155,7 +156,7 @@ def comparison_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence
             ax.imshow(p)
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
-                ax.set_title(names[j], fontsize=8)
+                ax.set_title(textwrap.fill(names[j], 24), fontsize=8)
             if zoom is not None:
                 top, left, size = zoom[i]
                 ax.add_patch(plt.Rectangle((left, top), size, size, fill=False, ec="white", lw=1))

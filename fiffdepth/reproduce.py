@@ -96,9 +96,18 @@ def run_notebooks(out: str | Path = "outputs", preset: str = "tiny", figures: st
                             progress_bar=progress, kernel_name="python3")
         timings[name] = round(time.time() - t0, 1)
         print(f"[reproduce] {name} done in {timings[name]:.0f} s", flush=True)
-    timings["total"] = round(sum(timings.values()), 1)
     path = out / ("timings_smoke.json" if smoke else "timings.json")
-    path.write_text(json.dumps({"preset": preset, "seconds": timings}, indent=2))
+    try:  # a partial run (--only) updates its notebooks' times and keeps the others
+        old = json.loads(path.read_text())
+        merged = {k: v for k, v in old["seconds"].items() if k != "total"} if old.get("preset") == preset else {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        merged = {}
+    merged.update(timings)
+    merged["total"] = round(sum(merged[n] for n in NOTEBOOKS if n in merged), 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"preset": preset, "seconds": merged}, indent=2))
+    tmp.replace(path)
+    timings["total"] = round(sum(timings.values()), 1)
     return timings
 
 

@@ -25,3 +25,26 @@ def test_smoke_parameters_cover_every_notebook_and_extra_wins():
     assert set(SMOKE) == set(NOTEBOOKS)
     p = notebook_parameters("03_train", "tiny", "o", "f", smoke=True, extra={"steps": 7})
     assert p == {"preset": "tiny", "out_dir": "o", "figures_dir": "f", "steps": 7, "n_show": 2}
+
+
+def test_partial_run_keeps_the_other_notebooks_timings(tmp_path, monkeypatch):
+    import json
+
+    import papermill
+
+    from fiffdepth.reproduce import run_notebooks
+
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    for name in NOTEBOOKS:
+        (nb_dir / f"{name}.ipynb").write_text("{}")
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    old = {name: 10.0 for name in NOTEBOOKS}
+    (out / "timings.json").write_text(json.dumps({"preset": "tiny", "seconds": {**old, "total": 70.0}}))
+    run_notebooks(out, "tiny", tmp_path / "fig", only=["03_train"], notebooks_dir=nb_dir, progress=False)
+    seconds = json.loads((out / "timings.json").read_text())["seconds"]
+    assert seconds["00_data"] == 10.0 and seconds["06_figures"] == 10.0
+    assert seconds["03_train"] < 10.0
+    assert seconds["total"] == sum(seconds[n] for n in NOTEBOOKS)
