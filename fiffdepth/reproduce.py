@@ -30,7 +30,7 @@ SMOKE: dict[str, dict] = {
     "03_train": {"steps": 3, "n_show": 2},
     "04_evaluate": {"steps": 3, "max_images": 2, "marigold_steps": 2, "marigold_ensemble": 1, "bench_images": 1,
                     "bench_resolution": 64},
-    "05_ablations": {"steps": 3, "max_images": 2, "marigold_steps": 2, "marigold_ensemble": 1},
+    "05_ablations": {"steps": 3, "max_images": 2, "marigold_steps": 2, "marigold_ensemble": 1, "extra_seeds": [1]},
     "06_figures": {"n_images": 2, "marigold_steps": 2, "marigold_ensemble": 1},
 }
 

@@ -311,7 +311,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     ``pseudo_agreement``, against the teacher's pseudo-labels on the real photos.
 
     Writes OUT/results/<name>.json (``{"rows": {label: metrics ×100}, "results": [...]}``) and
-    <name>.md atomically; methods without a finished run are skipped with a note. Returns
+    <name>.md atomically (nothing when ``name`` is None); methods without a finished run are skipped with a note. Returns
     ``{"rows", "markdown", "results", "skipped"}``. ``rows`` per method: abs_rel, delta1 (×100)
     and boundary_f1 (×100) on the first dataset; pseudo_abs_rel / pseudo_delta1 (×100) when asked.
     """
@@ -335,7 +335,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             res = cached["results"]
         else:
             predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-            res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m, progress=progress,
+            res = ev.evaluate_model(predictor, specs, out_dir=L.results / (name or "unnamed") / m, progress=progress,
                                     max_images=max_images, label=label, model=m)
             cached = {"key": key, "results": res}
             _write_json(L.results / ".scores" / f"{m}.json", cached)
@@ -368,12 +368,94 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
         markdown += f"\nNot evaluated (no finished run): {', '.join(skipped)}\n"
     if results:
         markdown += "\n" + ev.results_table(results)
-    clean = {label: {k: (None if not np.isfinite(v) else v) for k, v in r.items()} for label, r in rows.items()}
-    _write_json(L.results / f"{name}.json", {"rows": clean, "skipped": skipped, "results": results})
-    tmp = L.results / f".{name}.md.tmp{os.getpid()}"
-    tmp.write_text(markdown)
-    os.replace(tmp, L.results / f"{name}.md")
+    if name:
+        _write_json(L.results / f"{name}.json", {"rows": _finite_or_none(rows), "skipped": skipped, "results": results})
+        tmp = L.results / f".{name}.md.tmp{os.getpid()}"
+        tmp.write_text(markdown)
+        os.replace(tmp, L.results / f"{name}.md")
     return {"rows": rows, "markdown": markdown, "results": results, "skipped": skipped}
+
+
+def _finite_or_none(rows: dict) -> dict:
+    """``{label: {metric: v}}`` with NaN/inf as None (JSON has no NaN)."""
+    return {label: {k: (None if not np.isfinite(v) else v) for k, v in r.items()} for label, r in rows.items()}
+
+
+def spread_over_seeds(rows_by_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, tuple]]:
+    """``{seed: {label: {metric: v}}}`` → ``{label: {metric: (mean, sample std, n)}}`` over the
+    seeds that scored that label (std is NaN for one seed; non-finite values are left out)."""
+    labels = list(dict.fromkeys(label for rows in rows_by_seed.values() for label in rows))
+    out: dict[str, dict[str, tuple]] = {}
+    for label in labels:
+        per_metric: dict[str, list[float]] = {}
+        for rows in rows_by_seed.values():
+            for k, v in rows.get(label, {}).items():
+                if v is not None and np.isfinite(v):
+                    per_metric.setdefault(k, []).append(float(v))
+        out[label] = {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"), len(v))
+                      for k, v in per_metric.items()}
+    return out
+
+
+def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (1, 2),
+                variants: list[str] | tuple = tuple(VARIANTS), steps: int | None = None, preset: str = "tiny",
+                overrides: dict | None = None, max_images: int | None = None, device: str = "cpu",
+                progress: bool = True) -> dict:
+    """Retrain ``variants`` with other training seeds (``train.seed``) on the same data and
+    priors, score each like ``evaluate_methods(..., pseudo_agreement=True)``, and report every
+    metric as mean ± std over the seeds, the main run (seed 0, OUT/runs) included.
+
+    Seed n lives in OUT/seeds/seed<n>, whose data/, priors/ and latent cache link to OUT's.
+    Writes OUT/results/seeds.json and seeds.md; returns ``{"spread", "rows_by_seed", "markdown"}``.
+    """
+    L = layout(out)
+    variants = list(variants)
+    base_seed = int((overrides or {}).get("train.seed", 0))
+    main = evaluate_methods(out, variants, max_images=max_images, device=device, name=None,
+                            pseudo_agreement=True, progress=progress)  # cached scores of 05_ablations
+    rows_by_seed = {base_seed: main["rows"]}
+    for seed in seeds:
+        if seed in rows_by_seed:
+            continue
+        root = L.root / "seeds" / f"seed{seed}"
+        S = layout(root)
+        for link, target in ((S.synth, L.synth), (S.eval, L.eval), (S.real, L.real), (S.pseudo, L.pseudo),
+                             (S.generator.parent, L.generator.parent), (S.cache, L.cache)):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            target.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(target.resolve(), target_is_directory=True)
+        for v in variants:
+            train_variant(root, v, steps=steps, preset=preset, overrides={**(overrides or {}), "train.seed": int(seed)},
+                          progress=progress)
+        res = evaluate_methods(root, variants, max_images=max_images, device=device, name="ablations",
+                               pseudo_agreement=True, progress=progress)
+        rows_by_seed[int(seed)] = res["rows"]
+    spread = spread_over_seeds(rows_by_seed)
+    cols = [("abs_rel", "AbsRel ↓"), ("delta1", "δ1 ↑"), ("boundary_f1", "boundary F1 ↑"),
+            ("pseudo_abs_rel", "AbsRel vs teacher, photos ↓")]
+
+    def cell(stat):
+        if stat is None:
+            return "–"
+        mean, std, _ = stat
+        return f"{mean:.1f}" if not np.isfinite(std) else f"{mean:.1f} ± {std:.1f}"
+
+    lines = ["| Method | seeds | " + " | ".join(c for _, c in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for label, stats in spread.items():
+        n = max((s[2] for s in stats.values()), default=0)
+        lines.append(f"| {label} | {n} | " + " | ".join(cell(stats.get(k)) for k, _ in cols) + " |")
+    markdown = (f"Mean ± sample std over training seeds {sorted(rows_by_seed)} (same data, priors and steps), "
+                f"×100 on the held-out embedded scenes; the last column is agreement with the teacher on the "
+                f"real photos, not accuracy.\n\n" + "\n".join(lines) + "\n")
+    clean = {label: {k: [m, sd if np.isfinite(sd) else None, n] for k, (m, sd, n) in stats.items()}
+             for label, stats in spread.items()}
+    _write_json(L.results / "seeds.json", {"seeds": sorted(rows_by_seed), "spread": clean,
+                                           "rows_by_seed": {str(k): _finite_or_none(v) for k, v in rows_by_seed.items()}})
+    tmp = L.results / f".seeds.md.tmp{os.getpid()}"
+    tmp.write_text(markdown)
+    os.replace(tmp, L.results / "seeds.md")
+    return {"spread": spread, "rows_by_seed": rows_by_seed, "markdown": markdown}
 
 
 # -- 06: figures -------------------------------------------------------------------------------------------

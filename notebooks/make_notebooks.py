@@ -242,6 +242,7 @@ variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", 
 max_images = None
 marigold_steps = 10      # as 04_evaluate (the paper protocol: 50 × 10)
 marigold_ensemble = 5
+extra_seeds = []         # e.g. [1, 2]: retrain every variant with these training seeds, report mean ± std
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
@@ -260,6 +261,15 @@ display(Markdown(table["markdown"]))'''),
                                   ("pseudo_abs_rel", "AbsRel vs teacher (photos) ↓")],
                   out=f"{figures_dir}/ablations.png")
 plt.show()'''),
+    ("md", """One training seed per variant cannot separate small differences from seed noise. With
+`extra_seeds` set, every FiffDepth variant is retrained with those seeds (same data, priors and
+steps) and each metric is reported as mean ± std over all seeds (about 6 minutes per extra
+seed on 2 CPU cores; off by default to keep `make reproduce` short)."""),
+    ("code", '''# nbval-ignore-output
+if extra_seeds:
+    spread = stages.seed_spread(out_dir, seeds=extra_seeds, variants=["fiffdepth", *variants], steps=steps,
+                                preset=preset, overrides=overrides, max_images=max_images, device=device)
+    display(Markdown(spread["markdown"]))'''),
     ("md", "Explorer: pick an image, two methods and a colormap; the slider moves the split between them."),
     ("code", '''# nbval-ignore-output
 from fiffdepth.explorer import explorer
