@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .atomic import write_json
 
 # stabilityai/stable-diffusion-2 unet/config.json and vae/config.json (768-v), written out so the
 # paper-size benchmark needs no download.
@@ -502,11 +503,7 @@ def bench_tiny(out=None, **kwargs) -> dict:
     """``bench(preset="tiny", ...)`` for notebooks; with ``out``, also written there as JSON (atomically)."""
     result = bench(preset="tiny", **kwargs)
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)
+        write_json(out, result)
     return result
 
 
@@ -882,10 +879,5 @@ def run(args: argparse.Namespace) -> int:
                                                        else sys.argv[1:])
     print(format_report(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out)
-        print(f"wrote {out}")
+        print(f"wrote {write_json(args.out, result)}")
     return 0

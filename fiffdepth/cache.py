@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,6 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, latent_valid_mask, normalize_depth
 
 CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 1}
@@ -118,8 +117,6 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
             return LatentCache(target)
         except ValueError as err:
             warnings.warn(f"rebuilding latent cache: {err}")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
     images, depths = ImageCodec(vae), DepthCodec(vae)
     dev, dt = vae.device, vae.dtype
     shards, names = [], []
@@ -139,7 +136,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
         names.extend(p["name"] for p in pending)
         pending.clear()
 
-    def flush_shard():
+    def flush_shard(tmp: Path):
         flush_batch()
         if not buf["x0"]:
             return
@@ -150,7 +147,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
         for v in buf.values():
             v.clear()
 
-    try:
+    with staged_dir(target, prefix=f".{key}.") as tmp:
         count = 0
         for item in tqdm(items(), total=n_items, desc=f"encode {description}", disable=not progress):
             pending.append(item)
@@ -158,16 +155,10 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
             if len(pending) == batch_size:
                 flush_batch()
             if count % shard_size == 0:
-                flush_shard()
-        flush_shard()
+                flush_shard(tmp)
+        flush_shard(tmp)
         if not shards:
             raise ValueError(f"{description}: no usable samples to cache")
         (tmp / "index.json").write_text(json.dumps({"key": key, "shards": shards, "names": names,
                                                     "codec": CODEC_SETTINGS}))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return LatentCache(target)

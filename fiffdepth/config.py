@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .atomic import write_text
+
 SD2_HUB_ID = "stabilityai/stable-diffusion-2"
 DA2_LARGE_HUB_ID = "depth-anything/Depth-Anything-V2-Large-hf"
 
@@ -121,13 +123,13 @@ class FiffDepthConfig:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            _atomic_write_text(Path(path), text)
+            write_text(path, text)
         return text
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            _atomic_write_text(Path(path), text)
+            write_text(path, text)
         return text
 
     @classmethod
@@ -326,13 +328,6 @@ def _coerce(tp, value, where: str):
     else:
         return value
     raise ValueError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # -- CLI: `fiffdepth config` ---------------------------------------------------------------

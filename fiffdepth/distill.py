@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderTiny
 
+from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, normalize_depth
 from .hub import FiffDepthError
 
@@ -108,22 +107,11 @@ def check_compatible(decoder: AutoencoderTiny, vae, meta: dict | None = None, wh
 def save_depth_decoder(decoder: AutoencoderTiny, directory: str | Path, vae, info: dict | None = None) -> Path:
     """``save_pretrained`` plus ``fiffdepth_decoder.json``, written to a temp dir and renamed into place."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_dir(directory) as tmp:
         decoder.save_pretrained(tmp, safe_serialization=True)
         meta = {"vae_scaling_factor": float(vae.config.scaling_factor),
                 "latents": "scaled (the UNet's d0), decode(latents / 1.0)", **(info or {})}
         (tmp / DECODER_META).write_text(json.dumps(meta, indent=2))
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -45,12 +45,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .atomic import write_json, write_text
 from . import metrics, tables
 from .data.eval_sets import PROTOCOLS, EvalProtocol
 from .data.io import DataError
 from .data.synthetic import FAR, NEAR
 from .hub import FiffDepthError, load_or_explain
-from .pipeline import BadImageError, FiffDepthPipeline, _atomic_save
+from .pipeline import BadImageError, FiffDepthPipeline
 
 # dataset name -> what it is scored with
 DEPTH, BOUNDARY_F1, BOUNDARY_RECALL = "depth", "boundary_f1", "boundary_recall"
@@ -372,15 +373,6 @@ def _versions() -> dict:
     return out
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(path, lambda p: p.write_text(text))
-
-
-def _write_json(path: Path, data) -> None:
-    _write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
 def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: int | None = None,
                      batch_size: int = 1, max_images: int | None = None, progress: bool = True,
                      desc: str | None = None) -> tuple[dict, list[dict]]:
@@ -478,10 +470,10 @@ def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("emb
                                          desc=f"{label}: {spec.name}")
         results["datasets"][spec.name] = summary
         if out_dir is not None:
-            _write_text(out_dir / spec.name / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_text(out_dir / spec.name / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if out_dir is not None:
-        _write_json(out_dir / "results.json", results)
-        _write_text(out_dir / "results.md", results_table([results]))
+        write_json(out_dir / "results.json", results)
+        write_text(out_dir / "results.md", results_table([results]))
     return results
 
 
@@ -593,8 +585,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if len(results) > 1:
-        _write_json(out / "results.json", {"models": results, "versions": _versions()})
-        _write_text(out / "results.md", results_table(results))
+        write_json(out / "results.json", {"models": results, "versions": _versions()})
+        write_text(out / "results.md", results_table(results))
     print(results_table(results))
     skipped = sum(s["skipped"] for r in results for s in r["datasets"].values())
     empty = [f"{r['label']}: {d}" for r in results for d, s in r["datasets"].items() if s["n_images"] == 0]

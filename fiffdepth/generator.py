@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, normalize_depth
 from .config import FiffDepthConfig, add_config_arguments, config_from_args
 from .model import empty_prompt_embedding, make_scheduler
@@ -197,9 +198,7 @@ def sample_images(unet: UNet2DConditionModel, vae: AutoencoderKL, empty_embeddin
 def save_generator(out_dir: str | Path, unet, vae, scheduler, tokenizer, text_encoder, meta: dict | None = None) -> Path:
     """Stable Diffusion directory layout, written atomically."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         scheduler.save_pretrained(tmp / "scheduler")
@@ -210,17 +209,6 @@ def save_generator(out_dir: str | Path, unet, vae, scheduler, tokenizer, text_en
                  "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
                  "fiffdepth_pretrain": meta or {}}
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

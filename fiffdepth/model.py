@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import replace_dir, staged_dir
 from .config import ModelConfig
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 
@@ -147,9 +147,7 @@ class FiffDepthModel(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the diffusers directory layout atomically (temp dir, then rename)."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with staged_dir(directory, commit=_replace_dir) as tmp:
             self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
             self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
             self.scheduler.save_pretrained(tmp / "scheduler")
@@ -164,10 +162,6 @@ class FiffDepthModel(nn.Module):
                               "feed_forward_timestep": FEED_FORWARD_T, "extend_timestep": EXTEND_T},
             }
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @property
@@ -205,14 +199,7 @@ def _replace_dir(tmp: Path, directory: Path) -> None:
                 old.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
         return
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, directory)
 
 
 def _read_index(src: str) -> dict | None:

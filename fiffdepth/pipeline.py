@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_write
 from .codecs import DepthCodec, ImageCodec
 from .hub import FiffDepthError
 from .model import FiffDepthModel
@@ -359,24 +359,14 @@ def colorize_depth(depth: np.ndarray, cmap: str = "Spectral") -> np.ndarray:
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_depth_outputs(depth: np.ndarray, out_dir: Path, stem: str, cmap: str = "Spectral") -> list[Path]:
     """Write ``<stem>.png`` (16-bit, depth × 65535), ``<stem>.npy`` (float32) and ``<stem>_colored.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png16, npy, colored = out_dir / f"{stem}.png", out_dir / f"{stem}.npy", out_dir / f"{stem}_colored.png"
     d = np.asarray(depth, dtype=np.float32)
-    _atomic_save(png16, lambda p: Image.fromarray((np.clip(d, 0, 1) * 65535.0 + 0.5).astype(np.uint16)).save(p, format="PNG"))
-    _atomic_save(npy, lambda p: np.save(p, d))
-    _atomic_save(colored, lambda p: Image.fromarray(colorize_depth(d, cmap)).save(p, format="PNG"))
+    atomic_write(png16, lambda p: Image.fromarray((np.clip(d, 0, 1) * 65535.0 + 0.5).astype(np.uint16)).save(p, format="PNG"))
+    atomic_write(npy, lambda p: np.save(p, d))
+    atomic_write(colored, lambda p: Image.fromarray(colorize_depth(d, cmap)).save(p, format="PNG"))
     return [png16, npy, colored]
 
 

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write
 from .losses import LOSS_TERMS
 
 
@@ -29,11 +30,7 @@ def _plt():
 def save_figure(fig, out: str | os.PathLike | None, dpi: int = 120) -> None:
     if out is None:
         return
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, out)
+    atomic_write(out, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight"))
 
 
 def stretch(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

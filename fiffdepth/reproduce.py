@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_json
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["00_data", "01_priors", "02_teacher_pseudo_labels", "03_train", "04_evaluate", "05_ablations",
              "06_figures"]
@@ -104,9 +106,7 @@ def run_notebooks(out: str | Path = "outputs", preset: str = "tiny", figures: st
         merged = {}
     merged.update(timings)
     merged["total"] = round(sum(merged[n] for n in NOTEBOOKS if n in merged), 1)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"preset": preset, "seconds": merged}, indent=2))
-    tmp.replace(path)
+    write_json(path, {"preset": preset, "seconds": merged})
     timings["total"] = round(sum(timings.values()), 1)
     return timings
 

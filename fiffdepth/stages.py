@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_json, write_text
 from .config import FiffDepthConfig, get_config
 
 # Fig. 7's four ablations (Section 4.3) and our two baselines; each is a config override of the
@@ -88,13 +89,6 @@ def layout(out: str | os.PathLike = "outputs") -> Layout:
     return Layout(Path(out))
 
 
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
@@ -150,7 +144,7 @@ def make_data(out: str | os.PathLike = "outputs", n_synth: int = 400, n_eval: in
         Image.fromarray(im).save(L.real / f"{i:06d}.png")
     report = {"settings": settings, "synth_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1),
               "real_images": len(images), "paths": {"synth": str(L.synth), "eval": str(L.eval), "real": str(L.real)}}
-    _write_json(report_path, report)
+    write_json(report_path, report)
     return report
 
 
@@ -225,7 +219,7 @@ def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth"
         if done and _read_json(run_dir / "fiffdepth_config.json") == cfg.to_dict():
             return done
         summary = train_marigold(cfg, run_dir, cache_root=L.cache, progress=progress)
-        _write_json(run_dir / "fiffdepth_config.json", cfg.to_dict())
+        write_json(run_dir / "fiffdepth_config.json", cfg.to_dict())
         return summary
     from .train import train
 
@@ -338,7 +332,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             res = ev.evaluate_model(predictor, specs, out_dir=L.results / (name or "unnamed") / m, progress=progress,
                                     max_images=max_images, label=label, model=m)
             cached = {"key": key, "results": res}
-            _write_json(L.results / ".scores" / f"{m}.json", cached)
+            write_json(L.results / ".scores" / f"{m}.json", cached)
         results.append(res)
         first = next(iter(res["datasets"].values()))["metrics"]
         row = {"abs_rel": 100 * first.get("abs_rel", np.nan), "delta1": 100 * first.get("delta1", np.nan),
@@ -350,7 +344,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
                 if "pseudo" not in cached:
                     predictor = predictor or predictor_for(out, m, marigold_steps, marigold_ensemble, device)
                     cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images)
-                    _write_json(L.results / ".scores" / f"{m}.json", cached)
+                    write_json(L.results / ".scores" / f"{m}.json", cached)
                 agree = cached["pseudo"]
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
                            pseudo_delta1=100 * agree.get("delta1", np.nan))
@@ -369,10 +363,8 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     if results:
         markdown += "\n" + ev.results_table(results)
     if name:
-        _write_json(L.results / f"{name}.json", {"rows": _finite_or_none(rows), "skipped": skipped, "results": results})
-        tmp = L.results / f".{name}.md.tmp{os.getpid()}"
-        tmp.write_text(markdown)
-        os.replace(tmp, L.results / f"{name}.md")
+        write_json(L.results / f"{name}.json", {"rows": _finite_or_none(rows), "skipped": skipped, "results": results})
+        write_text(L.results / f"{name}.md", markdown)
     return {"rows": rows, "markdown": markdown, "results": results, "skipped": skipped}
 
 
@@ -450,11 +442,9 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
                 f"real photos, not accuracy.\n\n" + "\n".join(lines) + "\n")
     clean = {label: {k: [m, sd if np.isfinite(sd) else None, n] for k, (m, sd, n) in stats.items()}
              for label, stats in spread.items()}
-    _write_json(L.results / "seeds.json", {"seeds": sorted(rows_by_seed), "spread": clean,
-                                           "rows_by_seed": {str(k): _finite_or_none(v) for k, v in rows_by_seed.items()}})
-    tmp = L.results / f".seeds.md.tmp{os.getpid()}"
-    tmp.write_text(markdown)
-    os.replace(tmp, L.results / "seeds.md")
+    write_json(L.results / "seeds.json", {"seeds": sorted(rows_by_seed), "spread": clean,
+                                          "rows_by_seed": {str(k): _finite_or_none(v) for k, v in rows_by_seed.items()}})
+    write_text(L.results / "seeds.md", markdown)
     return {"spread": spread, "rows_by_seed": rows_by_seed, "markdown": markdown}
 
 
@@ -509,8 +499,6 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     if tables:
         text = "# Result tables (regenerated by notebooks/06_figures.ipynb)\n\n" + "\n\n".join(
             f"## {p.stem}\n\n{p.read_text()}" for p in tables)
-        tmp = figs / f".tables.md.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, figs / "tables.md")
+        write_text(figs / "tables.md", text)
         paths.append(figs / "tables.md")
     return paths

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from transformers import AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
+from .atomic import atomic_write
 from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 
@@ -183,13 +184,6 @@ class Teacher:
 # ============================================================================ pseudo-labelling job
 
 
-def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
 def read_manifest(out_dir: str | os.PathLike) -> dict[str, dict]:
     """image relative path -> its latest manifest entry (a torn last line from a kill is ignored)."""
     path = Path(out_dir) / MANIFEST
@@ -255,8 +249,8 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
             for (rel, stem), disp in zip(batch, teacher.predict_disparity(arrays, resolution, batch_size)):
                 outputs = [f"{stem}.npy", f"{stem}.disp.npy"]
                 (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-                _save_npy_atomic(out_dir / outputs[0], disparity_to_depth(disp, eps))
-                _save_npy_atomic(out_dir / outputs[1], disp.astype(np.float32))
+                atomic_write(out_dir / outputs[0], lambda p: np.save(p, disparity_to_depth(disp, eps)))
+                atomic_write(out_dir / outputs[1], lambda p: np.save(p, disp.astype(np.float32)))
                 manifest.write(json.dumps({"image": rel, "outputs": outputs, "shape": list(disp.shape), **setting}) + "\n")
                 manifest.flush()
                 written += 1

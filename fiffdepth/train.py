@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import staged_dir, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
 from .config import FiffDepthConfig, add_config_arguments, config_from_args
 from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
@@ -196,10 +196,8 @@ def _sha256(path: Path) -> str:
 
 def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, ema, state: dict, keep: int) -> Path:
     """Atomically write checkpoint-<step>: temp dir, manifest of checksums last, then rename."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"{CKPT_PREFIX}{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{step:06d}-", dir=ckpt_root))
-    try:
+    with staged_dir(final, prefix=f".tmp-{step:06d}-") as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
@@ -216,12 +214,6 @@ def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, 
         for p in [*files, tmp / MANIFEST]:
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -499,9 +491,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue  # a torn last line from a kill
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep))
-    tmp.replace(path)
+    write_text(path, "".join(x + "\n" for x in keep))
 
 
 def read_log(path: str | Path) -> list[dict]:
