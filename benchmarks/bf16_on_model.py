@@ -10,17 +10,11 @@ available offline); this script measures it on real weights, with both decoders 
 import argparse
 import json
 
-import numpy as np
 import torch
 
-from fiffdepth.bench import versions
+from fiffdepth.bench import rel_err, versions
 from fiffdepth.data.synthetic import SyntheticDepthDataset
 from fiffdepth.pipeline import FiffDepthPipeline
-
-
-def rel_err(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def main() -> None:

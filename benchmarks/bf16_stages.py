@@ -16,13 +16,8 @@ import json
 
 import torch
 
-from fiffdepth.bench import Components, bench_images, versions
+from fiffdepth.bench import Components, bench_images, rel_err, versions
 from fiffdepth.codecs import DepthCodec, ImageCodec
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm())
 
 
 def stage_errors(model, x: torch.Tensor) -> dict:
@@ -36,14 +31,14 @@ def stage_errors(model, x: torch.Tensor) -> dict:
         out = {}
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out["bf16_weights"] = {
-                "encode": rel(icb.encode(x.bfloat16()).float(), x0),
-                "unet": rel(bf.predict_latent(x0.bfloat16()).float(), d0),
-                "decode": rel((dcb.decode(d0.bfloat16()).float() + 1) / 2, depth),
+                "encode": rel_err(icb.encode(x.bfloat16()).float(), x0),
+                "unet": rel_err(bf.predict_latent(x0.bfloat16()).float(), d0),
+                "decode": rel_err((dcb.decode(d0.bfloat16()).float() + 1) / 2, depth),
             }
             out["fp32_weights_autocast"] = {
-                "encode": rel(ic.encode(x).float(), x0),
-                "unet": rel(model.predict_latent(x0).float(), d0),
-                "decode": rel((dc.decode(d0).float() + 1) / 2, depth),
+                "encode": rel_err(ic.encode(x).float(), x0),
+                "unet": rel_err(model.predict_latent(x0).float(), d0),
+                "decode": rel_err((dc.decode(d0).float() + 1) / 2, depth),
             }
     return out
 

@@ -342,7 +342,8 @@ def _median(xs):
     return float(statistics.median(xs)) if xs else None
 
 
-def _rel_err(a, b) -> float:
+def rel_err(a, b) -> float:
+    """‖a − b‖₂ / ‖b‖₂ in float64 (arrays or CPU tensors): how far a (bf16) result is from b (fp32)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
@@ -741,8 +742,8 @@ def _bf16_rows(comp, active, pics, bf16_res, resolution, outputs, stage_flops, d
         rows.append(_stage_row("bfloat16", decoder, 1, bf16_res, len(pics), stage_s, _median(times), fl,
                                peak_memory_gb(dev)))
         key = "bf16_rel_err" if decoder == "full" else "bf16_rel_err_tiny"
-        info[key] = _rel_err(np.concatenate([o.depth for o in got]), np.concatenate([o.depth for o in ref]))
-        info[key.replace("err", "err_latent")] = _rel_err(torch.cat([o.latent[0] for o in got]).numpy(),
+        info[key] = rel_err(np.concatenate([o.depth for o in got]), np.concatenate([o.depth for o in ref]))
+        info[key.replace("err", "err_latent")] = rel_err(torch.cat([o.latent[0] for o in got]).numpy(),
                                                           torch.cat([o.latent[0] for o in ref]).numpy())
         say(f"[bench] bf16 {decoder} at {bf16_res}²: {_median(times):.3f} s/image, rel. err. vs fp32: depth "
             f"{info[key]:.2e}, d0 latent {info[key.replace('err', 'err_latent')]:.2e}")
