@@ -17,6 +17,7 @@ Run directory: the final model in the diffusers layout (loadable by
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -406,7 +407,17 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         if "heldout_d0_mae" in last:
             msg += f", held-out d0 MAE {last['heldout_d0_mae']:.4f}"
         print(msg + f"; model saved to {out}")
-    accelerator.end_training()
+    accelerator.wait_for_everyone()  # the main process has saved the model: every rank leaves together
+    if world > 1:
+        # Free DDP first: its reducer holds the process group, so the group's last reference would
+        # otherwise go at interpreter exit, after a faster peer has gone, and the gloo destructor
+        # can then block forever joining its worker thread.
+        del module, optimizer
+        accelerator.free_memory()
+        gc.collect()
+    accelerator.end_training()  # trackers; and the process group, on every rank at once
+    if world > 1 and torch.distributed.is_initialized():  # older accelerate leaves it
+        torch.distributed.destroy_process_group()
     return summary
 
 
