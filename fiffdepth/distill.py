@@ -38,6 +38,7 @@ from diffusers import AutoencoderTiny
 from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, normalize_depth
 from .hub import FiffDepthError
+from .schedules import one_cycle
 
 DECODER_DIR = "depth_decoder"
 DECODER_META = "fiffdepth_decoder.json"
@@ -206,7 +207,7 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, out_dir: str | 
     decoder.encoder.requires_grad_(False)  # only the decoder is distilled
     params = [p for p in decoder.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=max(1, steps), pct_start=0.05)
+    sched = one_cycle(opt, learning_rate, steps)
     g = torch.Generator().manual_seed(seed)
     losses = []
     t0 = time.time()

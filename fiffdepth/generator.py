@@ -30,6 +30,7 @@ from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, normalize_depth
 from .config import FiffDepthConfig, add_config_arguments, config_from_args
 from .model import empty_prompt_embedding, make_scheduler
+from .schedules import one_cycle
 
 
 # -- a tiny CLIP text encoder, so the empty prompt comes from a real text encoder ---------------
@@ -104,7 +105,7 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
     if image_x is None and depth_x is None:
         raise ValueError("train_vae needs images or depth maps")
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = one_cycle(opt, lr, steps)
     vae.train()
     t0 = time.time()
     bar = tqdm(range(steps), desc="pretrain VAE", disable=not progress)
@@ -150,7 +151,7 @@ def train_latent_diffusion(unet: UNet2DConditionModel, latents: torch.Tensor, em
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    sched = one_cycle(opt, lr, steps)
     acp = scheduler.alphas_cumprod
     T = len(acp)
     unet.train()

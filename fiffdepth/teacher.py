@@ -42,6 +42,7 @@ from transformers import AutoImageProcessor, DepthAnythingConfig, DepthAnythingF
 from .atomic import atomic_write
 from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
+from .schedules import one_cycle
 
 DEFAULT_TEACHER = "depth-anything/Depth-Anything-V2-Large-hf"
 PSEUDO_LABEL_EPS = 0.02
@@ -402,8 +403,7 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 4),
-                                                pct_start=min(0.5, max(0.05, 3 / max(steps, 4))))
+    sched = one_cycle(opt, lr, steps)
     log = {"loss": [], "ssi": [], "gm": []}
     t0 = time.time()
     bar = tqdm(range(steps), desc="pretrain teacher", disable=not progress)
