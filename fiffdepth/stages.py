@@ -329,7 +329,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             res = cached["results"]
         else:
             predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-            res = ev.evaluate_model(predictor, specs, out_dir=L.results / (name or "unnamed") / m, progress=progress,
+            res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m if name else None, progress=progress,
                                     max_images=max_images, label=label, model=m)
             cached = {"key": key, "results": res}
             write_json(L.results / ".scores" / f"{m}.json", cached)
@@ -414,7 +414,8 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
         for link, target in ((S.synth, L.synth), (S.eval, L.eval), (S.real, L.real), (S.pseudo, L.pseudo),
                              (S.generator.parent, L.generator.parent), (S.cache, L.cache)):
             link.parent.mkdir(parents=True, exist_ok=True)
-            target.mkdir(parents=True, exist_ok=True)
+            if link == S.cache:  # the only one that may not exist yet; missing data must stay an error
+                target.mkdir(parents=True, exist_ok=True)
             if not link.is_symlink() and not link.exists():
                 link.symlink_to(target.resolve(), target_is_directory=True)
         for v in variants:
