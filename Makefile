@@ -9,11 +9,12 @@ OUT ?= outputs
 PYTEST_ARGS ?=
 REPRO_ARGS ?=
 DATA ?=
+SEEDS ?= 1
 
 .PHONY: install test reproduce clean-outputs help
 
 help:
-	@echo "make reproduce   install, then run the embedded-default reproduction into $(OUT)/"
+	@echo "make reproduce   install, then run the embedded-default reproduction into $(OUT)/ (SEEDS=3: ablations over 3 seeds)"
 	@echo "make test        install, then run the whole test suite"
 	@echo "make install     create $(VENV) and install fiffdepth (idempotent, fast when nothing changed)"
 
@@ -33,7 +34,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 reproduce: install
-	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) $(if $(DATA),--data $(DATA)) $(REPRO_ARGS)
+	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) --seeds $(SEEDS) $(if $(DATA),--data $(DATA)) $(REPRO_ARGS)
 
 clean-outputs:
 	rm -rf $(OUT)

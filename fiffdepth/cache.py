@@ -30,7 +30,10 @@ CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "poste
 
 def vae_fingerprint(vae) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    # diffusers' private config entries (``_use_default_values``, a set-ordered list, and the
+    # like) change from process to process; only the public fields describe the model
+    public = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    h.update(json.dumps(public, sort_keys=True, default=str).encode())
     for name, p in sorted(vae.state_dict().items()):
         h.update(name.encode())
         t = p.detach().float().cpu().contiguous()

@@ -73,6 +73,9 @@ class DataConfig:
     pseudo_labels: str = ""  # folder written by `fiffdepth pseudolabel`
     resolution: int = 768
     num_workers: int = 4
+    # cached versions of each training image, augmented in pixel space before encoding:
+    # 0 = the frame, 1 = its mirror image, 2+ = a random zoomed crop (60–100 % of the side), mirrored at random
+    augmentations: int = 2
 
 
 @dataclass
@@ -152,16 +155,17 @@ class FiffDepthConfig:
 # -- presets -------------------------------------------------------------------------------
 
 TINY_UNET = dict(
-    sample_size=16,
+    sample_size=32,
     in_channels=4,
     out_channels=4,
     layers_per_block=1,
-    block_out_channels=[32, 64, 64],
-    # attention only at the two coarser levels (it roughly halves a step's time)
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[32, 64, 128],
+    # attention only at the coarsest level (8×8 latents at 128 px): the finer levels are
+    # convolutional, which is where a CPU step's time goes
+    down_block_types=["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
     cross_attention_dim=32,
-    attention_head_dim=[2, 4, 4],
+    attention_head_dim=[2, 4, 8],
     use_linear_projection=True,
     norm_num_groups=16,
 )
@@ -171,11 +175,11 @@ TINY_VAE = dict(
     out_channels=3,
     down_block_types=["DownEncoderBlock2D"] * 3,
     up_block_types=["UpDecoderBlock2D"] * 3,
-    block_out_channels=[32, 64, 64],
+    block_out_channels=[16, 32, 64],
     layers_per_block=1,
     latent_channels=4,
-    norm_num_groups=16,
-    sample_size=64,
+    norm_num_groups=8,
+    sample_size=128,
     scaling_factor=1.0,
 )
 
@@ -194,24 +198,30 @@ def paper_config() -> FiffDepthConfig:
 
 
 def tiny_config() -> FiffDepthConfig:
-    """Same classes, small configs: a training step takes well under a second on 2 CPU cores."""
+    """Same classes, small configs: a training step takes well under a second on 2 CPU cores.
+
+    The priors are the ones shipped in ``weights/`` (``fiffdepth.weights``), made by
+    ``fiffdepth pretrain``; ``model.pretrained=""`` gives the same UNet/VAE with random weights.
+    """
+    from .weights import WEIGHTS_DIR
+
     return FiffDepthConfig(
         preset="tiny",
         model=ModelConfig(
-            # written by `fiffdepth pretrain` (notebook 01); "" = the same UNet/VAE with random weights
-            pretrained="outputs/priors/generator",
+            pretrained=str(WEIGHTS_DIR / "generator"),
             unet=copy.deepcopy(TINY_UNET),
             vae=copy.deepcopy(TINY_VAE),
-            processing_resolution=64,
+            processing_resolution=128,
         ),
         data=DataConfig(
             synthetic=["embedded:outputs/data/synth"],
             real=["outputs/data/real"],
             pseudo_labels="outputs/data/pseudo",
-            resolution=64,
+            resolution=128,
             num_workers=0,
+            augmentations=4,
         ),
-        teacher=TeacherConfig(pretrained="outputs/priors/teacher", batch_size=16),
+        teacher=TeacherConfig(pretrained=str(WEIGHTS_DIR / "teacher"), batch_size=16),
         train=TrainConfig(
             batch_size=8,
             iterations=600,

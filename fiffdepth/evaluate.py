@@ -11,6 +11,8 @@ option means for each). What each kind of dataset is scored with:
 - ``sintel spring ibims`` (Table 2): Depth Pro's boundary F1 against the GT depth.
 - ``am2k p3m dis5k`` (Table 2): Depth Pro's boundary recall against the matte / mask.
 - ``embedded`` (held-out embedded scenes, exact GT): the Table 1 metrics and the boundary F1.
+  Several ``embedded`` folders may be given (the synthetic and the real-styled held-out scenes):
+  results name the first ``embedded`` and the others ``embedded_<folder>`` (``dataset_keys``).
 
 Boundary F1 compares inverse-depth *ratios*, which are invariant to scale but not to shift, and
 our models' depth is affine-invariant; where GT depth exists the prediction is therefore first
@@ -22,6 +24,10 @@ A predictor is a ``FiffDepthPipeline`` or any callable ``f(images, processing_re
 [HxW array]`` taking a list of (3, H, W) float tensors in [0, 1]; ``processing_resolution``
 None means the model's default, 0 native. A predictor whose attribute ``output_space`` is
 "disparity" (``depth_anything_predictor``) is aligned in disparity space.
+
+The mean-layout baseline (``fiffdepth.baselines``, ``--mean-layout DIR``) is such a callable:
+it returns the training scenes' mean normalised depth whatever the image, and is scored the
+same way; with it, the details table gets each method's AbsRel over the baseline's.
 
 Outputs under ``out_dir``: ``<dataset>/per_image.jsonl``, ``results.json`` (per dataset:
 aggregate metrics, image and skipped counts, the protocol; plus model, settings and versions)
@@ -47,6 +53,7 @@ import torch
 
 from .atomic import write_json, write_text
 from . import metrics, tables
+from .baselines import MEAN_LAYOUT, MEAN_LAYOUT_LABEL
 from .data.eval_sets import PROTOCOLS, EvalProtocol
 from .data.io import DataError
 from .data.synthetic import FAR, NEAR
@@ -122,6 +129,31 @@ def parse_dataset_spec(spec: str | DatasetSpec) -> DatasetSpec:
     if option and name not in OPTIONS:
         raise EvaluationError(f"dataset {name} takes no option (got {option!r})")
     return DatasetSpec(name, path, option or None)
+
+
+def dataset_keys(specs: Sequence[DatasetSpec]) -> list[str]:
+    """The keys of ``results["datasets"]`` (and output folders): the dataset name, and for a
+    second ``embedded`` folder ``embedded_<folder name>`` (e.g. ``embedded_eval_real``).
+    Raises EvaluationError for any other dataset given twice, or the same folder twice."""
+    keys, seen = [], set()
+    for s in specs:
+        key = s.name
+        if key in keys and s.name == "embedded" and s.path.resolve() not in seen:
+            key = f"embedded_{_slug(s.path.resolve().name)}"
+        if key in keys:
+            raise EvaluationError(f"a dataset is given twice: {[str(x) for x in specs]}")
+        keys.append(key)
+        seen.add(s.path.resolve())
+    return keys
+
+
+def dataset_title(key: str) -> str:
+    """Column title of a dataset key: the paper's name, ``Embedded`` or ``Embedded (<folder>)``."""
+    if key == "embedded":
+        return EMBEDDED_TITLE
+    if key.startswith("embedded_"):
+        return f"{EMBEDDED_TITLE} ({key[len('embedded_'):]})"
+    return tables.DISPLAY_NAMES.get(key, key)
 
 
 def _marigold_split_file(spec: DatasetSpec) -> Path:
@@ -450,12 +482,10 @@ def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("emb
     predictor: a FiffDepthPipeline or a callable (see the module docstring). dataset_specs:
     ``NAME:PATH[:OPTION]`` strings. processing_resolution: overrides every dataset's (None: the
     dataset protocol's for Table 1 sets, else the model's default). Returns the results.json dict:
-    ``{"label", "model", "config", "versions", "datasets": {name: summary}}``.
+    ``{"label", "model", "config", "versions", "datasets": {key: summary}}`` (key: ``dataset_keys``).
     """
     specs = [parse_dataset_spec(s) for s in dataset_specs]  # fail on a bad name/path before any work
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise EvaluationError(f"a dataset is given twice: {names}")
+    keys = dataset_keys(specs)
     if label is None:
         label = "FiffDepth" if isinstance(predictor, FiffDepthPipeline) else describe_predictor(predictor)["kind"]
     results = {
@@ -465,12 +495,12 @@ def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("emb
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "datasets": {},
     }
     out_dir = None if out_dir is None else Path(out_dir)
-    for spec in specs:
+    for spec, key in zip(specs, keys):
         summary, rows = evaluate_dataset(predictor, spec, processing_resolution, batch_size, max_images, progress,
-                                         desc=f"{label}: {spec.name}")
-        results["datasets"][spec.name] = summary
+                                         desc=f"{label}: {key}")
+        results["datasets"][key] = summary
         if out_dir is not None:
-            write_text(out_dir / spec.name / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_text(out_dir / key / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if out_dir is not None:
         write_json(out_dir / "results.json", results)
         write_text(out_dir / "results.md", results_table([results]))
@@ -493,7 +523,27 @@ def by_method(results_list: Sequence[dict]) -> dict[str, dict[str, dict]]:
         label, k = r["label"], 2
         while label in out:
             label, k = f"{r['label']} ({k})", k + 1
-        out[label] = {(EMBEDDED_TITLE if d == "embedded" else d): s["metrics"] for d, s in r["datasets"].items()}
+        out[label] = {(dataset_title(d) if d.startswith("embedded") else d): s["metrics"]
+                      for d, s in r["datasets"].items()}
+    return out
+
+
+def is_mean_layout(result: dict) -> bool:
+    """Whether a result dict is the mean-layout baseline's (``fiffdepth.baselines``)."""
+    return result.get("config", {}).get("predictor", {}).get("kind") == MEAN_LAYOUT
+
+
+def abs_rel_ratios(results_list: Sequence[dict]) -> list[dict[str, float | None]]:
+    """Per result, ``{dataset key: its AbsRel / the mean-layout baseline's}`` (None where either
+    is missing); all None when no result is the baseline's."""
+    base = next((r["datasets"] for r in results_list if is_mean_layout(r)), {})
+    out = []
+    for r in results_list:
+        ratios = {}
+        for d, s in r["datasets"].items():
+            mine, ref = s["metrics"].get("abs_rel"), base.get(d, {}).get("metrics", {}).get("abs_rel")
+            ratios[d] = None if mine is None or not ref else mine / ref
+        out.append(ratios)
     return out
 
 
@@ -503,13 +553,14 @@ def _fmt(value, scale: float, decimals: int) -> str:
 
 def results_table(results_list: Sequence[dict] | dict) -> str:
     """Markdown: Table 1 (AbsRel ↓, δ1 ↑ ×100 per dataset, DA-2K Acc), Table 2 (boundary F1 / R),
-    and a details table (all metrics, image and skipped counts), each only when it has data."""
+    and a details table (all metrics, image and skipped counts, and AbsRel / the mean-layout
+    baseline's when the baseline is among the results), each only when it has data."""
     if isinstance(results_list, dict):
         results_list = [results_list]
     table = by_method(results_list)
-    present = {d for per in table.values() for d in per}
+    present = list(dict.fromkeys(d for per in table.values() for d in per))
     sections = []
-    embedded = [EMBEDDED_TITLE] if EMBEDDED_TITLE in present else []
+    embedded = [d for d in present if d.startswith(EMBEDDED_TITLE)]
     t1 = [d for d in tables.TABLE1_DATASETS if d in present] + embedded
     if t1 or "da2k" in present:
         sections.append("### Table 1 · affine-invariant depth (AbsRel, δ1 ×100; DA-2K accuracy %)\n\n"
@@ -519,18 +570,22 @@ def results_table(results_list: Sequence[dict] | dict) -> str:
     if f1 or recall:
         sections.append("### Table 2 · boundaries (F1 with depth GT, recall R with masks)\n\n"
                         + tables.table2_markdown(table, f1, recall))
-    lines = ["| Method | Dataset | images | skipped | AbsRel | δ1 | δ2 | δ3 | RMSE | F1 | R | Acc (%) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for (label, _), r in zip(table.items(), results_list):
+    ratio = any(map(is_mean_layout, results_list))  # the baseline is there: AbsRel / its AbsRel
+    lines = ["| Method | Dataset | images | skipped | AbsRel | δ1 | δ2 | δ3 | RMSE | F1 | R | Acc (%) |"
+             + (" AbsRel / mean layout ↓ |" if ratio else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if ratio else "")]
+    for (label, _), r, ratios in zip(table.items(), results_list, abs_rel_ratios(results_list)):
         for d, s in r["datasets"].items():
             m = s["metrics"]
             cells = [_fmt(m.get("abs_rel"), 100, 1), _fmt(m.get("delta1"), 100, 1), _fmt(m.get("delta2"), 100, 1),
                      _fmt(m.get("delta3"), 100, 1), _fmt(m.get("rmse"), 1, 3), _fmt(m.get("boundary_f1"), 1, 3),
                      _fmt(m.get("boundary_recall"), 1, 3), _fmt(m.get("da2k_accuracy"), 100, 1)]
-            title = EMBEDDED_TITLE if d == "embedded" else tables.DISPLAY_NAMES.get(d, d)
+            cells += [_fmt(ratios[d], 1, 2)] if ratio else []
+            title = dataset_title(d)
             lines.append(f"| {label} | {title} | {s['n_images']} | {s['skipped']} | "
                          + " | ".join(cells) + " |")
-    sections.append("### All metrics (AbsRel, δ ×100; RMSE in GT units)\n\n" + "\n".join(lines) + "\n")
+    sections.append("### All metrics (AbsRel, δ ×100; RMSE in GT units"
+                    + ("; AbsRel / mean layout: AbsRel over the no-model baseline's" if ratio else "") + ")\n\n" + "\n".join(lines) + "\n")
     return "\n".join(sections)
 
 
@@ -547,6 +602,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"repeatable; NAME in {names} (default: embedded = the held-out scenes in "
                              f"outputs/data/eval); OPTION: the split file (Table 1 sets), pass (sintel), split "
                              f"(spring), subset (p3m), sample list (dis5k), annotations file (da2k)")
+    parser.add_argument("--mean-layout", default=None, metavar="DIR",
+                        help="training scenes (DIR/depth/*.npy, DIR/mask/*.png, e.g. outputs/data/synth): add the "
+                             "mean-layout baseline row (no model, no image: the scenes' mean normalised depth, "
+                             "scored like the models) and each method's AbsRel / the baseline's")
     parser.add_argument("--out", default="outputs/results/evaluate",
                         help="output directory: results.json, results.md, <dataset>/per_image.jsonl")
     parser.add_argument("--processing-resolution", type=int, default=None,
@@ -573,11 +632,21 @@ def run(args: argparse.Namespace) -> int:
     labels = labels or [Path(split_model_kind(m)[1]).name or m for m in models]
     out = Path(args.out)
     results = []
+    jobs = [(False, m, label) for m, label in zip(models, labels)]  # (is the mean-layout baseline, model, label)
+    if args.mean_layout:
+        jobs.insert(0, (True, str(args.mean_layout), MEAN_LAYOUT_LABEL))
     try:
         specs = [parse_dataset_spec(s) for s in (args.dataset or ["embedded"])]
-        for model, label in zip(models, labels):
-            predictor = load_predictor(model, args.device, args.marigold_steps, args.marigold_ensemble)
-            target = out if len(models) == 1 else out / _slug(label)
+        for baseline, model, label in jobs:
+            if baseline:
+                from .baselines import mean_layout_predictor
+
+                if not Path(model).is_dir():
+                    raise EvaluationError(f"{model}: no such directory (--mean-layout)")
+                predictor = mean_layout_predictor(model)
+            else:
+                predictor = load_predictor(model, args.device, args.marigold_steps, args.marigold_ensemble)
+            target = out if len(jobs) == 1 else out / _slug(label)
             results.append(evaluate_model(predictor, specs, target, progress=not args.no_progress,
                                           max_images=args.max_images, processing_resolution=args.processing_resolution,
                                           batch_size=args.batch_size, label=label, model=model))
@@ -588,6 +657,9 @@ def run(args: argparse.Namespace) -> int:
         write_json(out / "results.json", {"models": results, "versions": _versions()})
         write_text(out / "results.md", results_table(results))
     print(results_table(results))
+    if not args.mean_layout and any(s.name == "embedded" for s in specs):
+        print("note: no mean-layout baseline row (no model, no image); add it with --mean-layout DIR, the training "
+              "scenes (e.g. outputs/data/synth)")
     skipped = sum(s["skipped"] for r in results for s in r["datasets"].values())
     empty = [f"{r['label']}: {d}" for r in results for d, s in r["datasets"].items() if s["n_images"] == 0]
     note = f"; {skipped} image(s) skipped" if skipped else ""

@@ -215,8 +215,19 @@ def save_generator(out_dir: str | Path, unet, vae, scheduler, tokenizer, text_en
 
 def depth_roundtrip_abs_rel(vae: AutoencoderKL, depths: torch.Tensor, masks: torch.Tensor) -> float:
     """Mean AbsRel of depth -> latent -> depth (after least-squares affine alignment) over valid pixels."""
+    return depth_roundtrip_scores(vae, depths, masks)["abs_rel"]
+
+
+def depth_roundtrip_scores(vae: AutoencoderKL, depths: torch.Tensor, masks: torch.Tensor) -> dict:
+    """Depth -> latent -> depth on (N, 1, H, W) maps: mean AbsRel after least-squares affine
+    alignment, and Depth Pro's boundary F1 of the round trip against the input (do thin
+    structures survive the VAE?)."""
+    import numpy as np
+
+    from .metrics import boundary_f1
+
     codec = DepthCodec(vae)
-    errs = []
+    errs, f1s = [], []
     with torch.no_grad():
         for d, m in zip(depths, masks):
             norm = normalize_depth(d[None], m[None])
@@ -226,7 +237,11 @@ def depth_roundtrip_abs_rel(vae: AutoencoderKL, depths: torch.Tensor, masks: tor
             sol = torch.linalg.lstsq(a, gt[mm].double()[:, None]).solution
             pred = (a @ sol)[:, 0].clamp_min(1e-6)
             errs.append(((pred - gt[mm]).abs() / gt[mm]).mean().item())
-    return float(sum(errs) / max(1, len(errs)))
+            full = torch.full_like(gt, float("nan"), dtype=torch.float64)
+            full[mm] = pred
+            f1s.append(boundary_f1(full.numpy(), torch.where(mm, gt, float("nan")).double().numpy()))
+    n = max(1, len(errs))
+    return {"abs_rel": float(sum(errs) / n), "boundary_f1": float(np.mean(f1s)) if f1s else float("nan")}
 
 
 def image_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
@@ -243,6 +258,9 @@ def image_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--synthetic", required=True, help="embedded scenes folder (rgb/ depth/ mask/)")
+    parser.add_argument("--styled", default=None,
+                        help="real-styled scenes folder (same layout): images for the VAE and the UNet, "
+                             "images + depth for the teacher")
     parser.add_argument("--out", required=True,
                         help="output root: OUT/generator (Stable Diffusion layout) and OUT/teacher (transformers layout)")
     parser.add_argument("--stage", choices=["all", "generator", "teacher"], default="all")
@@ -250,57 +268,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unet-steps", type=int, default=UNET_STEPS)
     parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
     parser.add_argument("--resolution", type=int, default=None, help="generator training resolution (default: data.resolution)")
-    parser.add_argument("--max-images", type=int, default=2000)
+    parser.add_argument("--max-images", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); the result does not depend on it")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = {}
     if args.stage in ("all", "generator"):
         report["generator"] = pretrain_generator(cfg, args.synthetic, out / "generator", vae_steps=args.vae_steps,
                                                  unet_steps=args.unet_steps, resolution=args.resolution,
                                                  max_images=args.max_images, seed=args.seed,
-                                                 progress=not args.no_progress)
+                                                 progress=not args.no_progress, styled_dir=args.styled)
     if args.stage in ("all", "teacher"):
         report["teacher"] = pretrain_teacher(args.synthetic, out / "teacher", steps=args.teacher_steps, seed=args.seed,
-                                             progress=not args.no_progress)
+                                             progress=not args.no_progress, styled_dir=args.styled)
     print(json.dumps(report, indent=2))
     return 0
 
 
-# Embedded-default step counts: each stage a few minutes on 2 CPU cores (README, "Priors").
-VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 500, 800, 1000
+# Embedded-default step counts of the shipped priors (weights/*/README.md has their wall times).
+VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 3000, 2500, 2500
 
 
 def pretrain_teacher(synthetic_dir: str | Path, out_dir: str | Path, steps: int = TEACHER_STEPS, holdout: int = 32,
-                     seed: int = 0, progress: bool = True) -> dict:
-    """Train the tiny Depth Anything teacher on all but the last ``holdout`` scenes of
-    ``synthetic_dir`` and report its AbsRel/δ1 on those held-out scenes."""
+                     seed: int = 0, progress: bool = True, styled_dir: str | Path | None = None) -> dict:
+    """Train the tiny Depth Anything teacher on all but the first ``holdout`` scenes of
+    ``synthetic_dir`` (and of ``styled_dir``, the real-styled domain, when given) and report
+    its AbsRel/δ1 on the held-out scenes of each."""
     from .data.synthetic import SyntheticDepthDataset
-    from .teacher import Teacher, evaluate_teacher, train_tiny_teacher
+    from .teacher import EMBEDDED_TEACHER, Teacher, evaluate_teacher, tiny_teacher_config, train_tiny_teacher
 
-    synthetic_dir, out_dir = Path(synthetic_dir), Path(out_dir)
-    n = len(SyntheticDepthDataset(synthetic_dir))
-    h = min(holdout, n // 4)
+    out_dir = Path(out_dir)
+    roots = {"synthetic": Path(synthetic_dir)}
+    if styled_dir:
+        roots["real_styled"] = Path(styled_dir)
     with tempfile.TemporaryDirectory(prefix="fiffdepth-split-") as tmp:
-        train_dir, held_dir = _split_scenes(synthetic_dir, Path(tmp), n - h)
+        train_dirs, held_dirs, counts = [], {}, {}
+        for name, root in roots.items():
+            n = len(SyntheticDepthDataset(root))
+            h = min(holdout, n // 4)
+            held, train_dir = _split_scenes(root, Path(tmp) / name, h)
+            train_dirs.append(train_dir)
+            counts[name] = {"train": n - h, "heldout": h}
+            if h:
+                held_dirs[name] = held
         t0 = time.time()
-        train_tiny_teacher(train_dir, out_dir, steps=steps, seed=seed, progress=progress)
+        res = EMBEDDED_TEACHER["image_size"]
+        train_tiny_teacher(train_dirs, out_dir, steps=steps, seed=seed, progress=progress, resolution=res,
+                           config=tiny_teacher_config(**EMBEDDED_TEACHER))
         seconds = time.time() - t0
-        metrics = evaluate_teacher(Teacher.from_pretrained(out_dir, device="cpu"), held_dir) if h else {}
-    report = {"steps": steps, "seconds": round(seconds, 1), "train_scenes": n - h, "heldout_scenes": h,
-              "heldout": metrics}
+        teacher = Teacher.from_pretrained(out_dir, device="cpu")
+        metrics = {name: evaluate_teacher(teacher, d) for name, d in held_dirs.items()}
+    report = {"steps": steps, "seed": seed, "seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+              "scenes": counts, "heldout": metrics}
     (out_dir / "pretrain_report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _split_scenes(src: Path, tmp: Path, n_train: int) -> tuple[Path, Path]:
-    """Two embedded-layout folders of symlinks: the first ``n_train`` scenes and the rest."""
+def _split_scenes(src: Path, tmp: Path, n_first: int) -> tuple[Path, Path]:
+    """Two embedded-layout folders of symlinks: the first ``n_first`` scenes and the rest."""
     stems = sorted(p.stem for p in (src / "rgb").glob("*.png"))
-    parts = {tmp / "train": stems[:n_train], tmp / "heldout": stems[n_train:]}
+    parts = {tmp / "first": stems[:n_first], tmp / "rest": stems[n_first:]}
     for root, names in parts.items():
         for sub, ext in (("rgb", ".png"), ("depth", ".npy"), ("mask", ".png")):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -308,44 +343,65 @@ def _split_scenes(src: Path, tmp: Path, n_train: int) -> tuple[Path, Path]:
                 f = src / sub / (stem + ext)
                 if f.exists():
                     (root / sub / f.name).symlink_to(f.resolve())
-    return tmp / "train", tmp / "heldout"
+    return tmp / "first", tmp / "rest"
+
+
+def _load_domain(root, res: int, seed: int, max_images: int):
+    from .data.synthetic import SyntheticDepthDataset
+
+    ds = SyntheticDepthDataset(root, resolution=res, seed=seed)
+    items = [ds[i] for i in range(min(len(ds), max_images))]
+    return (torch.stack([it["image"] for it in items]), torch.stack([it["depth"] for it in items]),
+            torch.stack([it["valid_mask"] for it in items]))
 
 
 def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir: str | Path, vae_steps: int = VAE_STEPS,
-                       unet_steps: int = UNET_STEPS, resolution: int | None = None, max_images: int = 2000,
-                       holdout: int = 32, seed: int = 0, progress: bool = True) -> dict:
-    """Both stages on the embedded data; writes the SD layout to ``out_dir`` and returns a report."""
-    from .data.real import EmbeddedRealImages
-    from .data.synthetic import SyntheticDepthDataset
+                       unet_steps: int = UNET_STEPS, resolution: int | None = None, max_images: int = 4000,
+                       holdout: int = 32, seed: int = 0, progress: bool = True, styled_dir: str | Path | None = None,
+                       vae_batch: int = 8, vae_crop: int = 64, unet_batch: int = 16, unet_crop: int | None = None) -> dict:
+    """Both stages on the embedded data; writes the SD layout to ``out_dir`` and returns a report.
 
+    Images: the synthetic scenes, the real-styled scenes (``styled_dir``) and the photos, the
+    first ``holdout`` scenes of each domain and the last 8 photos held out. Depth maps (VAE
+    only): the synthetic scenes'. The UNet learns the image latents of full frames.
+    """
+    from .data.real import EmbeddedRealImages
+
+    t_start = time.time()
     res = resolution or cfg.data.resolution
-    ds = SyntheticDepthDataset(synthetic_dir, resolution=res, seed=seed)
-    n = min(len(ds), max_images)
-    items = [ds[i] for i in range(n)]
-    images = torch.stack([it["image"] for it in items])
-    depths = torch.stack([it["depth"] for it in items])
-    masks = torch.stack([it["valid_mask"] for it in items])
+    images, depths, masks = _load_domain(synthetic_dir, res, seed, max_images)
     real_set = EmbeddedRealImages(size=res, seed=seed)
     real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
-    h = min(holdout, n // 4)
-    train_imgs = torch.cat([images[h:], real[: max(0, len(real) - 8)]])
+    h = min(holdout, len(images) // 4)
+    parts = [images[h:]]
+    styled = None
+    if styled_dir:
+        styled = _load_domain(styled_dir, res, seed, max_images)[0]
+        parts.append(styled[h:])
+    train_imgs = torch.cat(parts + [real[: max(0, len(real) - 8)]])
     torch.manual_seed(seed)
     vae = AutoencoderKL(**cfg.model.vae)
     unet = UNet2DConditionModel(**cfg.model.unet)
     tokenizer, text_encoder = build_tiny_text_encoder(unet.config.cross_attention_dim, seed)
     empty = empty_prompt_embedding(tokenizer, text_encoder)
     scheduler = make_scheduler(cfg.model)
-    vae_log = train_vae(vae, train_imgs, depths[h:], masks[h:], steps=vae_steps, seed=seed, progress=progress)
+    vae_log = train_vae(vae, train_imgs, depths[h:], masks[h:], steps=vae_steps, batch_size=vae_batch, crop=vae_crop,
+                        seed=seed, progress=progress)
+    roundtrip = depth_roundtrip_scores(vae, depths[:h], masks[:h]) if h else {}
     report = {"steps": [vae_steps, unet_steps], "seed": seed, "resolution": res, "train_images": len(train_imgs),
               "vae": vae_log,
               "heldout_image_psnr_db": image_psnr(vae, images[:h]) if h else None,
+              "heldout_styled_psnr_db": image_psnr(vae, styled[:h]) if h and styled is not None else None,
               "heldout_real_psnr_db": image_psnr(vae, real[-8:]),
-              "heldout_depth_roundtrip_abs_rel": depth_roundtrip_abs_rel(vae, depths[:h], masks[:h]) if h else None}
+              "heldout_depth_roundtrip_abs_rel": roundtrip.get("abs_rel"),
+              "heldout_depth_roundtrip_boundary_f1": roundtrip.get("boundary_f1"),
+              "threads": torch.get_num_threads()}
     with torch.no_grad():
         codec = ImageCodec(vae)
         latents = torch.cat([codec.encode(train_imgs[i:i + 64]) for i in range(0, len(train_imgs), 64)])
-    report["unet"] = train_latent_diffusion(unet, latents, empty, scheduler, steps=unet_steps, seed=seed,
-                                            progress=progress)
+    report["unet"] = train_latent_diffusion(unet, latents, empty, scheduler, steps=unet_steps, batch_size=unet_batch,
+                                            crop=unet_crop, seed=seed, progress=progress)
+    report["seconds"] = round(time.time() - t_start, 1)
     save_generator(out_dir, unet, vae, scheduler, tokenizer, text_encoder, meta=report)
     (Path(out_dir) / "pretrain_report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -62,7 +62,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from .train import _load_model, build_caches, stream_indices
+    from .train import _load_model, build_caches, heldout_split, stream_indices
 
     tc = cfg.train
     steps = tc.iterations if steps is None else steps
@@ -72,8 +72,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     cache_root = Path(cache_root) if cache_root else out.parent / ".latent_cache"
     no_real = cfg.override({"loss.teacher_supervision": "none"})
     syn, _ = build_caches(no_real, model.vae, cache_root, progress=progress)
-    n_held = min(tc.heldout, len(syn) // 4) if tc.heldout else 0
-    n_train = len(syn) - n_held
+    n_train, _ = heldout_split(len(syn), cfg.data.augmentations, tc.heldout)
     unet = widen_unet(model.unet).train()
     scheduler = model.scheduler
     empty = model.empty_text_embedding.detach()
@@ -85,9 +84,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     bar = tqdm(range(steps), desc="train marigold", disable=not progress)
     for step in bar:
         idx = stream_indices(n_train, step * tc.batch_size, tc.batch_size, tc.seed, 0)
-        x0, d, _ = syn.tensors(idx)
-        flip = torch.rand(len(idx), generator=g) < 0.5
-        x0, d = (torch.where(flip.view(-1, 1, 1, 1), t.flip(-1), t) for t in (x0, d))
+        x0, d, _ = syn.tensors(idx)  # mirror images and crops are cached versions (data.augmentations)
         loss = marigold_loss(unet, scheduler, x0, d, empty, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,6 +4,7 @@
     python -m fiffdepth.reproduce --preset paper --out /scratch/fiff \\
         --set 'overrides={"data.synthetic": ["hypersim:/data/hypersim", "vkitti:/data/vkitti"], ...}'
     python -m fiffdepth.reproduce --smoke --out /tmp/smoke               # minutes-long wiring check
+    python -m fiffdepth.reproduce --seeds 3                               # ablations over 3 training seeds
 
 Executed notebooks land in ``OUT/notebooks``; every stage's outputs (data, priors, runs,
 results) in ``OUT``; figures in ``--figures`` (default ``figures/``). Stages are idempotent,
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help=f"run only these notebooks ({', '.join(NOTEBOOKS)})")
     p.add_argument("--data", default=None, metavar="ROOT",
                    help="data root with hypersim/, vkitti/, laion_art/, laion_art_pseudo/, nyu/, kitti/, ... (paper scale)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train every ablation variant with this many training seeds (0..N-1) and report mean ± std")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="extra notebook parameter, value parsed as JSON (e.g. steps=800)")
     args = p.parse_args(argv)
@@ -139,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             extra[key] = json.loads(value)
         except ValueError:
             extra[key] = value
+    if args.seeds < 1:
+        p.error(f"--seeds {args.seeds}: need at least 1")
+    per_notebook: dict = {"04_evaluate": {"datasets": eval_sets}} if eval_sets else {}
+    if args.seeds > 1:
+        per_notebook["05_ablations"] = {"extra_seeds": list(range(1, args.seeds))}
     try:
         timings = run_notebooks(args.out, args.preset, args.figures, args.smoke, args.only, extra,
-                                per_notebook={"04_evaluate": {"datasets": eval_sets}} if eval_sets else None)
+                                per_notebook=per_notebook or None)
     except Exception as err:  # papermill raises PapermillExecutionError naming the failing cell
         print(f"reproduce: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
               file=sys.stderr)

@@ -5,9 +5,12 @@ it finds its finished outputs and returns their report instead of recomputing (s
 can be re-executed, or a later one run alone, cheaply). Change a setting and the stage redoes
 its work. Layout::
 
-    OUT/data/synth     embedded training scenes (exact depth)        00_data
-    OUT/data/eval      held-out embedded scenes (another seed)       00_data
-    OUT/data/real      real photos (scikit-image, augmented)         00_data
+    OUT/data/synth     synthetic-domain training scenes (exact depth)            00_data
+    OUT/data/styled    real-styled scenes with depth (the teacher's data only)   00_data
+    OUT/data/eval      held-out synthetic scenes (another seed)                  00_data
+    OUT/data/eval_real held-out real-styled scenes (another seed)                00_data
+    OUT/data/real      FiffDepth's real half: photos (scikit-image, augmented)
+                       and real-styled images without depth (real/styled/)       00_data
     OUT/priors/generator, OUT/priors/teacher                         01_priors
     OUT/data/pseudo    teacher pseudo-labels of OUT/data/real        02_teacher_pseudo_labels
     OUT/runs/<variant> FiffDepth and each ablation / baseline        03_train, 05_ablations
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_json, write_text
+from .baselines import MEAN_LAYOUT, MEAN_LAYOUT_LABEL
 from .config import FiffDepthConfig, get_config
 
 # Fig. 7's four ablations (Section 4.3) and our two baselines; each is a config override of the
@@ -53,8 +57,16 @@ class Layout:
         return self.root / "data" / "synth"
 
     @property
+    def styled(self) -> Path:
+        return self.root / "data" / "styled"
+
+    @property
     def eval(self) -> Path:
         return self.root / "data" / "eval"
+
+    @property
+    def eval_real(self) -> Path:
+        return self.root / "data" / "eval_real"
 
     @property
     def real(self) -> Path:
@@ -66,11 +78,13 @@ class Layout:
 
     @property
     def generator(self) -> Path:
-        return self.root / "priors" / "generator"
+        """OUT/priors/generator when ``make_priors(pretrain=True)`` made one, else the shipped one."""
+        return _prior(self.root / "priors" / "generator", "generator")
 
     @property
     def teacher(self) -> Path:
-        return self.root / "priors" / "teacher"
+        """OUT/priors/teacher when ``make_priors(pretrain=True)`` made one, else the shipped one."""
+        return _prior(self.root / "priors" / "teacher", "teacher")
 
     @property
     def runs(self) -> Path:
@@ -83,6 +97,12 @@ class Layout:
     @property
     def cache(self) -> Path:
         return self.root / ".latent_cache"
+
+
+def _prior(own: Path, name: str) -> Path:
+    from .weights import WEIGHTS_DIR
+
+    return own if (own / "pretrain_report.json").is_file() else WEIGHTS_DIR / name
 
 
 def layout(out: str | os.PathLike = "outputs") -> Layout:
@@ -118,9 +138,20 @@ def stage_config(out: str | os.PathLike = "outputs", preset: str = "tiny", overr
 
 # -- 00: data ----------------------------------------------------------------------------------------
 
-def make_data(out: str | os.PathLike = "outputs", n_synth: int = 400, n_eval: int = 64, size: int = 128,
-              n_real: int | None = None, seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """Render the embedded scenes (training and held-out sets) and export the real photos."""
+def make_data(out: str | os.PathLike = "outputs", n_synth: int = 2000, n_eval: int = 64, size: int = 128,
+              n_real: int | None = None, n_styled: int = 1000, n_styled_real: int = 1000, seed: int = 0,
+              workers: int = 2, progress: bool = True) -> dict:
+    """Render the embedded world and export the real photos.
+
+    Two domains from one scene generator (``fiffdepth.data.synthetic.render_scene``):
+    *synthetic* (clean renders, exact depth: d0 and L_k) and *real-styled* (a camera-like
+    look). Real-styled depth is used only to train the teacher (``OUT/data/styled``) and to
+    evaluate (``OUT/data/eval_real``); FiffDepth's real half (``OUT/data/real``) gets the
+    photos and other real-styled images without depth, labelled later by the teacher. Every
+    set has its own seed, so no scene is in two sets.
+    """
+    import shutil
+
     from PIL import Image
 
     from .data.real import embedded_real_images
@@ -128,22 +159,36 @@ def make_data(out: str | os.PathLike = "outputs", n_synth: int = 400, n_eval: in
 
     L = layout(out)
     report_path = L.root / "data" / "report.json"
-    settings = {"n_synth": n_synth, "n_eval": n_eval, "size": size, "n_real": n_real, "seed": seed}
+    settings = {"n_synth": n_synth, "n_eval": n_eval, "size": size, "n_real": n_real, "n_styled": n_styled,
+                "n_styled_real": n_styled_real, "seed": seed}
     old = _read_json(report_path)
-    if old and old.get("settings") == settings and L.synth.is_dir() and L.eval.is_dir() and L.real.is_dir():
+    dirs = (L.synth, L.styled, L.eval, L.eval_real, L.real)
+    if old and old.get("settings") == settings and all(d.is_dir() for d in dirs):
         return old
-    t0 = time.time()
-    write_synthetic_dataset(L.synth, n_synth, size, seed, workers, progress=progress)
-    t1 = time.time()
-    # held-out scenes: a disjoint seed, so no training scene (nor the priors' data) is among them
-    write_synthetic_dataset(L.eval, n_eval, size, seed + 1_000_003, workers, progress=progress)
-    t2 = time.time()
+    seconds = {}
+    sets = [(L.synth, n_synth, seed, "synthetic"), (L.styled, n_styled, seed + 2_000_003, "real"),
+            # held-out scenes: disjoint seeds, so no training scene (nor the priors' data) is among them
+            (L.eval, n_eval, seed + 1_000_003, "synthetic"), (L.eval_real, n_eval, seed + 3_000_017, "real")]
+    for path, n, s, style in sets:
+        t0 = time.time()
+        write_synthetic_dataset(path, n, size, s, workers, progress=progress, style=style)
+        seconds[path.name] = round(time.time() - t0, 1)
     L.real.mkdir(parents=True, exist_ok=True)
     images = embedded_real_images(n_real, size, seed)
     for i, im in enumerate(images):
         Image.fromarray(im).save(L.real / f"{i:06d}.png")
-    report = {"settings": settings, "synth_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1),
-              "real_images": len(images), "paths": {"synth": str(L.synth), "eval": str(L.eval), "real": str(L.real)}}
+    # real-styled images for FiffDepth's real half: rendered with depth, of which only the RGB is kept
+    t0 = time.time()
+    tmp = L.root / "data" / ".styled_real_tmp"
+    write_synthetic_dataset(tmp, n_styled_real, size, seed + 4_000_037, workers, progress=progress, style="real")
+    if (L.real / "styled").exists():
+        shutil.rmtree(L.real / "styled")
+    (tmp / "rgb").rename(L.real / "styled")
+    shutil.rmtree(tmp)
+    seconds["real_styled"] = round(time.time() - t0, 1)
+    report = {"settings": settings, "seconds": seconds, "real_photos": len(images), "real_styled": n_styled_real,
+              "paths": {"synth": str(L.synth), "styled": str(L.styled), "eval": str(L.eval),
+                        "eval_real": str(L.eval_real), "real": str(L.real)}}
     write_json(report_path, report)
     return report
 
@@ -161,29 +206,36 @@ def check_data_roots(cfg: FiffDepthConfig) -> list[str]:
 
 # -- 01: priors --------------------------------------------------------------------------------------
 
-def make_priors(out: str | os.PathLike = "outputs", preset: str = "tiny", vae_steps: int | None = None,
-                unet_steps: int | None = None, teacher_steps: int | None = None, seed: int = 0,
-                progress: bool = True) -> dict:
-    """Tiny preset: pretrain the generator and the teacher on OUT/data/synth (each skipped when
-    already done with the same step counts). Paper preset: nothing to train; returns the ids."""
+def make_priors(out: str | os.PathLike = "outputs", preset: str = "tiny", pretrain: bool = False,
+                vae_steps: int | None = None, unet_steps: int | None = None, teacher_steps: int | None = None,
+                seed: int = 0, progress: bool = True) -> dict:
+    """The priors' reports. Tiny preset: the shipped ones (``weights/``), or with ``pretrain``
+    the generator and the teacher pretrained anew on OUT/data (into OUT/priors, each skipped
+    when already done with the same step counts; later stages then use them). Paper preset:
+    nothing to train; returns the ids."""
     from . import generator as gen
 
     if preset != "tiny":
         cfg = get_config(preset)
         return {"generator": cfg.model.pretrained, "teacher": cfg.teacher.pretrained}
     L = layout(out)
+    if not pretrain:
+        return {"generator": _read_json(L.generator / "pretrain_report.json") or {"path": str(L.generator)},
+                "teacher": _read_json(L.teacher / "pretrain_report.json") or {"path": str(L.teacher)}}
     vae_steps = gen.VAE_STEPS if vae_steps is None else vae_steps
     unet_steps = gen.UNET_STEPS if unet_steps is None else unet_steps
     teacher_steps = gen.TEACHER_STEPS if teacher_steps is None else teacher_steps
     report = {}
-    g = _read_json(L.generator / "pretrain_report.json")
+    own_gen, own_teacher = L.root / "priors" / "generator", L.root / "priors" / "teacher"
+    g = _read_json(own_gen / "pretrain_report.json")
     if not (g and g.get("steps") == [vae_steps, unet_steps] and g.get("seed") == seed):
-        g = gen.pretrain_generator(get_config("tiny"), L.synth, L.generator, vae_steps=vae_steps,
-                                   unet_steps=unet_steps, seed=seed, progress=progress)
+        g = gen.pretrain_generator(get_config("tiny"), L.synth, own_gen, vae_steps=vae_steps,
+                                   unet_steps=unet_steps, seed=seed, progress=progress, styled_dir=L.styled)
     report["generator"] = g
-    t = _read_json(L.teacher / "pretrain_report.json")
+    t = _read_json(own_teacher / "pretrain_report.json")
     if not (t and t.get("steps") == teacher_steps and t.get("seed") == seed):
-        t = gen.pretrain_teacher(L.synth, L.teacher, steps=teacher_steps, seed=seed, progress=progress)
+        t = gen.pretrain_teacher(L.synth, own_teacher, steps=teacher_steps, seed=seed, progress=progress,
+                                 styled_dir=L.styled)
     report["teacher"] = t
     return report
 
@@ -233,12 +285,29 @@ def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth"
 
 # -- 04 / 05: evaluation ----------------------------------------------------------------------------------
 
+# evaluate_methods' row keys per held-out domain: the first dataset (default: the synthetic
+# scenes, OUT/data/eval) unprefixed, the second (default: the real-styled ones, OUT/data/eval_real) "real_"
+DOMAIN_PREFIXES = ("", "real_")
+DOMAIN_TITLES = ("synthetic", "real-styled")
+
+
+def default_eval_datasets(out: str | os.PathLike = "outputs") -> list[str]:
+    """The held-out scenes of both domains (only the synthetic ones while OUT/data/eval_real is missing)."""
+    L = layout(out)
+    return [f"embedded:{L.eval}"] + ([f"embedded:{L.eval_real}"] if L.eval_real.is_dir() else [])
+
+
 def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50, marigold_ensemble: int = 10,
                   device: str = "cpu"):
-    """A predictor for ``fiffdepth.evaluate.evaluate_model`` for a trained variant or the teacher."""
+    """A predictor for ``fiffdepth.evaluate.evaluate_model`` for a trained variant, the teacher or
+    ``"mean_layout"`` (``fiffdepth.baselines``: the mean normalised depth of OUT/data/synth)."""
     from . import evaluate as ev
 
     L = layout(out)
+    if variant == MEAN_LAYOUT:
+        from .baselines import mean_layout_predictor
+
+        return mean_layout_predictor(L.synth)
     if variant == "teacher":
         return ev.depth_anything_predictor(str(L.teacher), device=device)
     if variant == MARIGOLD:
@@ -251,15 +320,24 @@ def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50
 
 
 def _weights_digest(out: str | os.PathLike, variant: str) -> str:
-    """Identifies the weights a method is scored with: sizes and mtimes of its weight files."""
+    """Identifies the weights a method is scored with: sizes and mtimes of its weight files (for
+    the mean layout: of the training scenes' depth and masks); empty when there are none."""
     L = layout(out)
+    if variant == MEAN_LAYOUT:
+        from .baselines import scenes_digest
+
+        return scenes_digest(L.synth)
     root = L.teacher if variant == "teacher" else L.runs / variant
+    if not root.is_dir():
+        return ""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
                    and "checkpoints" not in p.parts)
     return ";".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
 def label_of(variant: str) -> str:
+    if variant == MEAN_LAYOUT:
+        return MEAN_LAYOUT_LABEL
     if variant == MARIGOLD:
         return MARIGOLD_LABEL
     if variant == "teacher":
@@ -296,26 +374,45 @@ def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: s
     return out
 
 
+def _scorable(L: Layout, method: str) -> bool:
+    """Whether a method has what it is scored with: training scenes (the mean layout), the
+    teacher's weights, or a finished run."""
+    if method == MEAN_LAYOUT:
+        return (L.synth / "depth").is_dir()
+    if method == "teacher":
+        return L.teacher.is_dir()
+    return (L.runs / method / "summary.json").is_file()
+
+
 def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
                      datasets: list[str] | None = None, max_images: int | None = None, marigold_steps: int = 50,
                      marigold_ensemble: int = 10, device: str = "cpu", name: str = "results",
                      pseudo_agreement: bool = False, progress: bool = True) -> dict:
-    """Score each method (a variant with a finished run, ``"marigold"`` or ``"teacher"``) with
-    ``fiffdepth.evaluate`` on ``datasets`` (default: the held-out embedded scenes) and, with
-    ``pseudo_agreement``, against the teacher's pseudo-labels on the real photos.
+    """Score each method (a variant with a finished run, ``"marigold"``, ``"teacher"`` or
+    ``"mean_layout"``) with ``fiffdepth.evaluate`` on ``datasets`` (default: the held-out scenes
+    of both domains, ``default_eval_datasets``) and, with ``pseudo_agreement``, against the
+    teacher's pseudo-labels on the real images. The mean-layout baseline (``fiffdepth.baselines``:
+    no model, no image) is always scored, and is the first row.
 
-    Writes OUT/results/<name>.json (``{"rows": {label: metrics ×100}, "results": [...]}``) and
-    <name>.md atomically (nothing when ``name`` is None); methods without a finished run are skipped with a note. Returns
-    ``{"rows", "markdown", "results", "skipped"}``. ``rows`` per method: abs_rel, delta1 (×100)
-    and boundary_f1 (×100) on the first dataset; pseudo_abs_rel / pseudo_delta1 (×100) when asked.
+    Writes OUT/results/<name>.json (``{"rows": {label: metrics}, "results": [...]}``) and
+    <name>.md atomically (nothing when ``name`` is None); methods with nothing to score (no
+    finished run, no teacher, no training scenes) are skipped with a note. Returns ``{"rows",
+    "markdown", "results", "skipped", "columns"}``. ``rows`` per method: on the first dataset
+    abs_rel, delta1, boundary_f1 (×100) and abs_rel_ratio (AbsRel over the mean layout's); the
+    same prefixed ``real_`` on the second dataset; pseudo_abs_rel / pseudo_delta1 (×100) when
+    asked. Further datasets are only in the tables of ``fiffdepth.evaluate.results_table``.
+    ``columns``: (row key, header, decimals) of the first table (``seed_spread`` shows the same).
     """
     from . import evaluate as ev
 
     L = layout(out)
-    specs = list(datasets) if datasets else [f"embedded:{L.eval}"]
+    specs = list(datasets) if datasets else default_eval_datasets(out)
+    keys = ev.dataset_keys([ev.parse_dataset_spec(x) for x in specs])
+    domains = list(zip(DOMAIN_PREFIXES, keys))
+    titles = list(DOMAIN_TITLES[:len(domains)]) if not datasets else [ev.dataset_title(k) for _, k in domains]
     rows, results, skipped = {}, [], []
-    for m in methods:
-        if m != "teacher" and not (L.runs / m / "summary.json").is_file():
+    for m in dict.fromkeys([MEAN_LAYOUT, *methods]):  # the baseline first, each method once
+        if not _scorable(L, m):
             skipped.append(m)
             continue
         label = label_of(m)
@@ -334,9 +431,13 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             cached = {"key": key, "results": res}
             write_json(L.results / ".scores" / f"{m}.json", cached)
         results.append(res)
-        first = next(iter(res["datasets"].values()))["metrics"]
-        row = {"abs_rel": 100 * first.get("abs_rel", np.nan), "delta1": 100 * first.get("delta1", np.nan),
-               "boundary_f1": 100 * first.get("boundary_f1", np.nan)}
+        row = {}
+        for prefix, k in domains:
+            scores = res["datasets"].get(k, {}).get("metrics", {})
+            row.update({prefix + "abs_rel": 100 * scores.get("abs_rel", np.nan),
+                        prefix + "delta1": 100 * scores.get("delta1", np.nan),
+                        prefix + "boundary_f1": 100 * scores.get("boundary_f1", np.nan),
+                        prefix + "abs_rel_ratio": np.nan})  # below, once the baseline is known
         if pseudo_agreement:
             if m == "teacher":  # the teacher against its own labels says nothing
                 row.update(pseudo_abs_rel=np.nan, pseudo_delta1=np.nan)
@@ -349,23 +450,64 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
                            pseudo_delta1=100 * agree.get("delta1", np.nan))
         rows[label] = {k: float(v) for k, v in row.items()}
-    cols = [("abs_rel", "AbsRel ↓"), ("delta1", "δ1 ↑"), ("boundary_f1", "boundary F1 ↑")]
-    if pseudo_agreement:
-        cols += [("pseudo_abs_rel", "AbsRel vs teacher, photos ↓"), ("pseudo_delta1", "δ1 vs teacher, photos ↑")]
-    fmt = lambda v: "–" if not np.isfinite(v) else f"{v:.1f}"  # noqa: E731
-    lines = ["| Method | " + " | ".join(c for _, c in cols) + " |", "|---|" + "---:|" * len(cols)]
-    lines += [f"| {label} | " + " | ".join(fmt(r[k]) for k, _ in cols) + " |" for label, r in rows.items()]
-    dataset_name = "held-out embedded scenes" if not datasets else ", ".join(str(d).split(":")[0] for d in specs)
-    markdown = (f"Scores ×100 on {dataset_name} (first dataset); agreement with the teacher's pseudo-labels on the "
-                f"real photos is not accuracy.\n\n" + "\n".join(lines) + "\n")
+    for row, ratios in zip(rows.values(), ev.abs_rel_ratios(results)):
+        for prefix, k in domains:
+            row[prefix + "abs_rel_ratio"] = float("nan") if ratios.get(k) is None else float(ratios[k])
+    columns = _table_columns(titles, pseudo_agreement)
+    where = ("the held-out " + " and ".join(titles) + " scenes") if not datasets else ", ".join(titles)
+    markdown = (f"Scores ×100 on {where}{' (the first two datasets)' if len(keys) > 2 else ''}. {_RATIO_NOTE}"
+                + (_PSEUDO_NOTE if pseudo_agreement else "") + "\n\n" + _methods_table(rows, columns, _cell))
     if skipped:
-        markdown += f"\nNot evaluated (no finished run): {', '.join(skipped)}\n"
+        markdown += f"\nNot evaluated (no finished run, teacher or training scenes): {', '.join(skipped)}\n"
     if results:
         markdown += "\n" + ev.results_table(results)
     if name:
         write_json(L.results / f"{name}.json", {"rows": _finite_or_none(rows), "skipped": skipped, "results": results})
         write_text(L.results / f"{name}.md", markdown)
-    return {"rows": rows, "markdown": markdown, "results": results, "skipped": skipped}
+    return {"rows": rows, "markdown": markdown, "results": results, "skipped": skipped, "columns": columns}
+
+
+_RATIO_NOTE = ("AbsRel / mean layout: a method's AbsRel over that of the mean layout (the training scenes' mean "
+               "normalised depth, the same for every image: no model, no image); below 1, the method sees more "
+               "than the average layout.")
+_PSEUDO_NOTE = " Agreement with the teacher's pseudo-labels on the real images is not accuracy."
+
+
+def _table_columns(titles: list[str], pseudo_agreement: bool) -> list[tuple[str, str, int]]:
+    """(row key, header, decimals) of the methods tables: per domain AbsRel, δ1, boundary F1
+    (×100, the domain's title in the header when there are two) and the AbsRel ratio to the
+    mean layout; then the agreement with the teacher when asked."""
+    columns = []
+    for prefix, title in zip(DOMAIN_PREFIXES, titles):
+        head = f"{title} " if len(titles) > 1 else ""
+        columns += [(prefix + "abs_rel", head + "AbsRel ↓", 1), (prefix + "delta1", head + "δ1 ↑", 1),
+                    (prefix + "boundary_f1", head + "boundary F1 ↑", 1),
+                    (prefix + "abs_rel_ratio", head + "AbsRel / mean layout ↓", 2)]
+    if pseudo_agreement:
+        columns += [("pseudo_abs_rel", "AbsRel vs teacher, real images ↓", 1),
+                    ("pseudo_delta1", "δ1 vs teacher, real images ↑", 1)]
+    return columns
+
+
+def _cell(value, decimals: int) -> str:
+    """A value of ``rows``, or a (mean, std, n) of ``spread_over_seeds`` as mean ± std; "–" if none."""
+    mean, std = (value[0], value[1]) if isinstance(value, (tuple, list)) else (value, np.nan)
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{decimals}f}" + (f" ± {std:.{decimals}f}" if np.isfinite(std) else "")
+
+
+def _methods_table(rows: dict[str, dict], columns: list[tuple[str, str, int]], cell=_cell,
+                   seeds: dict[str, int] | None = None) -> str:
+    """Markdown: a row per label of ``rows`` (in order), ``cell(rows[label].get(key), decimals)``
+    per column, and with ``seeds`` a column of how many seeds scored each label."""
+    lead = ["Method"] + (["seeds"] if seeds is not None else [])
+    lines = ["| " + " | ".join(lead + [h for _, h, _ in columns]) + " |",
+             "|---|" + "---:|" * (len(lead) - 1 + len(columns))]
+    for label, r in rows.items():
+        cells = [label] + ([str(seeds[label])] if seeds is not None else [])
+        lines.append("| " + " | ".join(cells + [cell(r.get(k), d) for k, _, d in columns]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _finite_or_none(rows: dict) -> dict:
@@ -411,7 +553,8 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
             continue
         root = L.root / "seeds" / f"seed{seed}"
         S = layout(root)
-        for link, target in ((S.synth, L.synth), (S.eval, L.eval), (S.real, L.real), (S.pseudo, L.pseudo),
+        for link, target in ((S.synth, L.synth), (S.eval, L.eval), (S.eval_real, L.eval_real), (S.real, L.real),
+                             (S.pseudo, L.pseudo),
                              (S.generator.parent, L.generator.parent), (S.cache, L.cache)):
             link.parent.mkdir(parents=True, exist_ok=True)
             if link == S.cache:  # the only one that may not exist yet; missing data must stay an error
@@ -425,22 +568,10 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
                                pseudo_agreement=True, progress=progress)
         rows_by_seed[int(seed)] = res["rows"]
     spread = spread_over_seeds(rows_by_seed)
-    cols = [("abs_rel", "AbsRel ↓"), ("delta1", "δ1 ↑"), ("boundary_f1", "boundary F1 ↑"),
-            ("pseudo_abs_rel", "AbsRel vs teacher, photos ↓")]
-
-    def cell(stat):
-        if stat is None:
-            return "–"
-        mean, std, _ = stat
-        return f"{mean:.1f}" if not np.isfinite(std) else f"{mean:.1f} ± {std:.1f}"
-
-    lines = ["| Method | seeds | " + " | ".join(c for _, c in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
-    for label, stats in spread.items():
-        n = max((s[2] for s in stats.values()), default=0)
-        lines.append(f"| {label} | {n} | " + " | ".join(cell(stats.get(k)) for k, _ in cols) + " |")
+    seeds_per_label = {label: max((s[2] for s in stats.values()), default=0) for label, stats in spread.items()}
     markdown = (f"Mean ± sample std over training seeds {sorted(rows_by_seed)} (same data, priors and steps), "
-                f"×100 on the held-out embedded scenes; the last column is agreement with the teacher on the "
-                f"real photos, not accuracy.\n\n" + "\n".join(lines) + "\n")
+                f"×100 on the held-out scenes. {_RATIO_NOTE}{_PSEUDO_NOTE}\n\n"
+                + _methods_table(spread, main["columns"], _cell, seeds=seeds_per_label))
     clean = {label: {k: [m, sd if np.isfinite(sd) else None, n] for k, (m, sd, n) in stats.items()}
              for label, stats in spread.items()}
     write_json(L.results / "seeds.json", {"seeds": sorted(rows_by_seed), "spread": clean,

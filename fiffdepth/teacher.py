@@ -102,14 +102,15 @@ def _to_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3])
 
 
-def default_processor(size: int = 518):
-    """Depth Anything V2's image processor, for a checkpoint directory that ships none."""
+def default_processor(size: int = 518, patch_size: int = 14):
+    """Depth Anything V2's image processor, for a checkpoint directory that ships none
+    (sides kept multiples of the backbone's ``patch_size``)."""
     try:
         import torchvision  # noqa: F401
         from transformers import DPTImageProcessor as Processor
     except ImportError:  # transformers' PIL backend needs no torchvision and gives the same numbers
         from transformers import DPTImageProcessorPil as Processor
-    return Processor(size={"height": size, "width": size}, keep_aspect_ratio=True, ensure_multiple_of=14,
+    return Processor(size={"height": size, "width": size}, keep_aspect_ratio=True, ensure_multiple_of=patch_size,
                      resample=Image.Resampling.BICUBIC, do_rescale=True, do_normalize=True,
                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
 
@@ -133,10 +134,11 @@ class Teacher:
         local = looks_like_local_path(src)
         if local and not (Path(src).expanduser() / "preprocessor_config.json").is_file():
             bb = model.config.backbone_config
-            size = int(round(getattr(bb, "image_size", 518) / 14)) * 14
+            patch = int(getattr(bb, "patch_size", 14))
+            size = int(round(getattr(bb, "image_size", 518) / patch)) * patch
             warnings.warn(f"{src}: no preprocessor_config.json; using Depth Anything V2's preprocessing at "
                           f"{size} px (the backbone's image_size)", stacklevel=2)
-            processor = default_processor(size)
+            processor = default_processor(size, patch)
         else:
             processor = load_or_explain(AutoImageProcessor.from_pretrained, src, "Depth Anything image processor")
         return cls(model.to(device), processor, name=src)
@@ -296,16 +298,25 @@ def plot_pseudo_labels(teacher: Teacher, images, out_path, resolution: int | Non
 
 
 def tiny_teacher_config(image_size: int = 98, hidden_size: int = 64, num_layers: int = 4, num_heads: int = 4,
-                        fusion_hidden_size: int = 32) -> DepthAnythingConfig:
-    """Depth Anything's architecture at toy size: a 4-layer DINOv2 (patch 14) + DPT head, relative depth."""
-    backbone = Dinov2Config(image_size=image_size, patch_size=14, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        fusion_hidden_size: int = 32, patch_size: int = 14) -> DepthAnythingConfig:
+    """Depth Anything's architecture at toy size: a small DINOv2 + DPT head, relative depth.
+
+    DA-V2 uses 14 px patches at 518 px (37×37 tokens); the embedded teacher
+    (``EMBEDDED_TEACHER``) uses 8 px patches at 128 px (16×16 tokens), so it sees the scene
+    layout and the larger objects but is coarser than the ground truth, like its big brother.
+    """
+    backbone = Dinov2Config(image_size=image_size, patch_size=patch_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                             num_attention_heads=num_heads, mlp_ratio=2, out_indices=list(range(1, num_layers + 1))[-4:],
                             reshape_hidden_states=False)
     step = hidden_size // 4
-    return DepthAnythingConfig(backbone_config=backbone, patch_size=14, reassemble_hidden_size=hidden_size,
+    return DepthAnythingConfig(backbone_config=backbone, patch_size=patch_size, reassemble_hidden_size=hidden_size,
                                reassemble_factors=[4, 2, 1, 0.5], neck_hidden_sizes=[step, 2 * step, 3 * step, 4 * step],
                                fusion_hidden_size=fusion_hidden_size, head_hidden_size=16,
                                depth_estimation_type="relative")
+
+
+# The shipped embedded teacher (weights/teacher): 16×16 tokens at 128 px.
+EMBEDDED_TEACHER = dict(image_size=128, patch_size=8, hidden_size=96, num_layers=4, num_heads=4, fusion_hidden_size=48)
 
 
 def normalise_affine(disp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -361,11 +372,15 @@ def teacher_loss(pred_disp: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Te
 
 
 def _load_scenes(data_dir, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All scenes of an embedded-layout folder at ``resolution``: images (N,3,R,R), depth (N,R,R), mask (N,R,R)."""
+    """All scenes of one or more embedded-layout folders at ``resolution``: images (N,3,R,R),
+    depth (N,R,R), mask (N,R,R)."""
     from .data.synthetic import SyntheticDepthDataset
 
-    ds = SyntheticDepthDataset(data_dir, resolution=resolution, seed=0)
-    items = [ds[i] for i in range(len(ds))]
+    dirs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
+    items = []
+    for d in dirs:
+        ds = SyntheticDepthDataset(d, resolution=resolution, seed=0)
+        items += [ds[i] for i in range(len(ds))]
     return (torch.stack([it["image"] for it in items]), torch.stack([it["depth"][0] for it in items]),
             torch.stack([it["valid_mask"][0] for it in items]))
 
@@ -385,8 +400,10 @@ def _init_for_training(model: DepthAnythingForDepthEstimation) -> DepthAnythingF
 def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 98, batch_size: int = 8, seed: int = 0,
                        lr: float = 1e-3, gm_weight: float = 2.0, config: DepthAnythingConfig | None = None,
                        progress: bool = True) -> Path:
-    """Train the embedded teacher on the synthetic scenes in ``data_dir`` (``DIR/rgb``, ``DIR/depth``,
-    ``DIR/mask``) and write it with ``save_pretrained`` (+ its image processor) to ``out_dir``.
+    """Train the embedded teacher on the scenes in ``data_dir`` (one embedded-layout folder
+    ``DIR/{rgb,depth,mask}`` or a list of them: the embedded default passes the synthetic and
+    the real-styled scenes, as DA-V2 learnt from real images) and write it with
+    ``save_pretrained`` (+ its image processor) to ``out_dir``.
 
     Depth Anything's recipe at toy scale: random init (no DINOv2 weights offline), AdamW with
     one-cycle LR, random horizontal flips, ``teacher_loss`` (SSI + gradient matching on
@@ -399,7 +416,7 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
     images, depths, masks = _load_scenes(data_dir, resolution)
     config = config or tiny_teacher_config(image_size=resolution)
     model = _init_for_training(DepthAnythingForDepthEstimation(config)).train()
-    processor = default_processor(resolution)
+    processor = default_processor(resolution, config.backbone_config.patch_size)
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

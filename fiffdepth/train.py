@@ -85,11 +85,24 @@ def _dataset_files(ds) -> list:
     return [str(root)]
 
 
-def _crop(item: dict, resolution: int, seed: int, index: int) -> dict:
+def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 0) -> dict:
+    """Version ``version`` of a training image (``data.augmentations``), in pixel space:
+    0 the maximal square crop, 1 the same mirrored, 2+ a random square crop of 60–100 % of
+    the shorter side, mirrored at random. Resized to ``resolution``; a function of
+    (seed, index, version) only."""
     from .data.base import square_crop_resize
 
-    rng = np.random.default_rng([seed, index])
-    return square_crop_resize(item, resolution, rng, flip=False)
+    rng = np.random.default_rng([seed, index, version])
+    if version >= 2:
+        _, h, w = item["image"].shape
+        side = max(8, int(round(min(h, w) * rng.uniform(0.6, 1.0))))
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        item = {k: (v[:, top:top + side, left:left + side] if k in ("image", "depth", "valid_mask", "mask") else v)
+                for k, v in item.items()}
+    out = square_crop_resize(item, resolution, rng, flip=False)
+    if version == 1 or (version >= 2 and rng.random() < 0.5):
+        out = {k: (v.flip(-1) if k in ("image", "depth", "valid_mask", "mask") else v) for k, v in out.items()}
+    return out
 
 
 def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = True):
@@ -100,17 +113,20 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     if not syn_sets:
         raise ValueError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
     syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.synthetic, syn_sets)]}
-    n_syn = sum(len(d) for d in syn_sets)
+    n_aug = max(1, cfg.data.augmentations)
+    n_syn = sum(len(d) for d in syn_sets) * n_aug
 
-    def syn_items():
+    def syn_items():  # scene-major: the n_aug versions of a scene are adjacent
         k = 0
         for d in syn_sets:
             for i in range(len(d)):
                 item = d[i]
-                yield _crop(item, res, seed, k)
+                for v in range(n_aug):
+                    yield _augment(item, res, seed, k, v)
                 k += 1
 
-    syn = build_latent_cache(cache_root, "syn-" + cache_key(vae, res, syn_src), syn_items, n_syn, vae,
+    syn_key = cache_key(vae, res, {**syn_src, "augmentations": n_aug, "seed": seed})
+    syn = build_latent_cache(cache_root, "syn-" + syn_key, syn_items, n_syn, vae,
                              progress=progress, description="synthetic")
     if cfg.loss.teacher_supervision == "none" or not cfg.data.real:
         return syn, None
@@ -118,9 +134,9 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     if not pseudo_dir.is_dir():
         raise ValueError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
     real_sets = [_real_dataset(e) for e in cfg.data.real]
-    n_real = sum(len(d) for d in real_sets)
+    n_real = sum(len(d) for d in real_sets) * n_aug
     real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
-                "pseudo": files_fingerprint(pseudo_dir.rglob("*.npy"))}
+                "pseudo": files_fingerprint(pseudo_dir.rglob("*.npy")), "augmentations": n_aug, "seed": seed}
     missing = []
 
     def real_items():
@@ -142,8 +158,10 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
                     continue
                 t = torch.from_numpy(depth)[None]
                 valid = torch.isfinite(t) & (t > 0)
-                yield _crop({"image": item["image"], "depth": torch.where(valid, t, 0.0), "valid_mask": valid,
-                             "name": item["name"]}, res, seed, 10_000_000 + k)
+                labelled = {"image": item["image"], "depth": torch.where(valid, t, 0.0), "valid_mask": valid,
+                            "name": item["name"]}
+                for v in range(n_aug):
+                    yield _augment(labelled, res, seed, 10_000_000 + k, v)
                 k += 1
 
     real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items, n_real, vae,
@@ -151,6 +169,18 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     if missing:
         warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
     return syn, real
+
+
+def heldout_split(n_items: int, augmentations: int, heldout: int) -> tuple[int, range]:
+    """(number of training items, cache indices of the held-out frames) for a synthetic cache
+    of ``n_items`` = scenes × ``augmentations`` (scene-major). The last ``heldout`` scenes (at
+    most a quarter), with all their versions, stay out of training; their un-augmented frames
+    measure the held-out d0 loss."""
+    n_aug = max(1, augmentations)
+    n_scenes = n_items // n_aug
+    n_held = min(heldout, n_scenes // 4) if heldout else 0
+    n_train = (n_scenes - n_held) * n_aug
+    return n_train, range(n_train, n_items, n_aug) if n_held else range(0)
 
 
 # -- deterministic sampling ---------------------------------------------------------------------------
@@ -301,9 +331,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     cache_root = Path(cache_root) if cache_root else out.parent / ".latent_cache"
     with accelerator.main_process_first():
         syn, real = build_caches(cfg, model.vae, cache_root, progress=progress and accelerator.is_main_process)
-    n_held = min(tc.heldout, len(syn) // 4) if tc.heldout else 0
-    n_train = len(syn) - n_held
-    held = syn.tensors(range(n_train, len(syn))) if n_held else None
+    n_train, held_idx = heldout_split(len(syn), cfg.data.augmentations, tc.heldout)
+    held = syn.tensors(held_idx) if held_idx else None
     use_real = real is not None and len(real) > 0
     model.vae.to("cpu")  # the VAE is not needed while training on cached latents
 
@@ -431,10 +460,8 @@ def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: in
         x0_real, d_real, mask_real = real.tensors(ridx)
     else:
         x0_real = d_real = mask_real = None
+    # augmentation (mirror images, crops) happened in pixel space when the cache was built
     g = torch.Generator().manual_seed(_seed_for(seed, 2, m, rank))
-    # latent-space horizontal flip as augmentation (the same flip for image and depth latents)
-    flip = torch.rand(len(idx), generator=g) < 0.5
-    x0_syn, d_syn, mask_syn = (torch.where(flip.view(-1, 1, 1, 1), t.flip(-1), t) for t in (x0_syn, d_syn, mask_syn))
     timesteps = sample_trajectory_timesteps(len(idx), acp_len, generator=g)
     noise = torch.randn(x0_syn.shape, generator=g)
     tensors = [x0_syn, d_syn, mask_syn, x0_real, d_real, mask_real, timesteps, noise]

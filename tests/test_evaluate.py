@@ -73,8 +73,39 @@ def test_cli_end_to_end_every_format(model_dir, bench, tmp_path, capsys):
     for title in ("ScanNet AbsRel ↓", "ScanNet δ1 ↑", "Embedded AbsRel ↓", "DA-2K Acc (%) ↑", "Sintel F1 ↑",
                   "Embedded F1 ↑", "AM R ↑"):
         assert title in md
-    assert "| tiny |" in md and md in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| tiny |" in md and md in printed and "AbsRel / mean layout" not in md
+    assert "no mean-layout baseline row" in printed and "--mean-layout DIR" in printed  # embedded without the baseline
     assert not list(out.rglob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def test_cli_mean_layout_row_and_two_embedded_folders(model_dir, bench, tmp_path, capsys):
+    from fiffdepth.baselines import MEAN_LAYOUT_LABEL
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "synth", n=3, size=32, seed=0, progress=False)
+    write_synthetic_dataset(tmp_path / "eval_real", n=1, size=64, seed=3_000_017, progress=False, style="real")
+    out = tmp_path / "res"
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", f"embedded:{bench['embedded']}",
+                 "--dataset", f"embedded:{tmp_path / 'eval_real'}", "--mean-layout", str(tmp_path / "synth"),
+                 "--max-images", "1", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    both = ev.read_results(out / "results.json")
+    assert [r["label"] for r in both] == [MEAN_LAYOUT_LABEL, "tiny"] and ev.is_mean_layout(both[0])
+    assert list(both[1]["datasets"]) == ["embedded", "embedded_eval_real"]
+    md = (out / "results.md").read_text()
+    assert md in printed and "no mean-layout baseline row" not in printed
+    details = md[md.index("### All metrics"):].splitlines()
+    assert details[2].endswith("| AbsRel / mean layout ↓ |")
+    rows = [line for line in details if line.startswith("| ") and "Embedded" in line]
+    assert rows[0].startswith(f"| {MEAN_LAYOUT_LABEL} | Embedded |") and rows[0].endswith("| 1.00 |")
+    assert rows[1].startswith(f"| {MEAN_LAYOUT_LABEL} | Embedded (eval_real) |") and rows[1].endswith("| 1.00 |")
+    ratio = both[1]["datasets"]["embedded"]["metrics"]["abs_rel"] / both[0]["datasets"]["embedded"]["metrics"]["abs_rel"]
+    assert rows[2].startswith("| tiny | Embedded |") and rows[2].endswith(f"| {ratio:.2f} |")
+    assert ev.abs_rel_ratios(both)[1]["embedded"] == pytest.approx(ratio)
+    assert main(["evaluate", "--model", str(model_dir), "--dataset", f"embedded:{bench['embedded']}", "--dataset",
+                 f"embedded:{bench['embedded']}", "--out", str(out)]) == 2  # the same folder twice
+    assert "given twice" in capsys.readouterr().err
 
 
 def _oracle(lookup, space="depth"):

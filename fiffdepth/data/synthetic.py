@@ -386,8 +386,9 @@ def make_texture(rng, kind: str, color=None) -> np.ndarray:
 
 
 class _Scene:
-    def __init__(self, rng):
+    def __init__(self, rng, photo_rng=None):
         self.rng = rng
+        self.photo_rng = photo_rng  # real-styled look: albedo modulated by photo crops
         self.prims: list[Prim] = []
         self.textures: list[np.ndarray] = []
         self.scales: list[float] = []
@@ -400,7 +401,14 @@ class _Scene:
             self.textures.append(self.textures[same[int(self.rng.integers(len(same)))]])
         else:
             same.append(len(self.textures))
-            self.textures.append(make_texture(self.rng, kind, color))
+            tex = make_texture(self.rng, kind, color)
+            if self.photo_rng is not None and kind not in ("photo", "photo_texture") and self.photo_rng.random() < 0.8:
+                from .real import SKIMAGE_PHOTOS, SKIMAGE_TEXTURES
+
+                names = SKIMAGE_TEXTURES if self.photo_rng.random() < 0.5 else SKIMAGE_PHOTOS
+                lum = _photo_texture(self.photo_rng, names).mean(-1, keepdims=True)
+                tex = np.clip(tex * (0.35 + 1.3 * lum / max(float(lum.mean()), 1e-3) * 0.5), 0, 1).astype(np.float32)
+            self.textures.append(tex)
         self.scales.append(float(scale))
         return len(self.textures) - 1
 
@@ -626,12 +634,25 @@ def _sky(d, rng, fog_color):
     return (1 - a) * fog_color + a * zenith
 
 
-def render_scene(seed: int, size: int = 256, kind: str | None = None) -> dict:
+STYLES = ("synthetic", "real")
+
+
+def render_scene(seed: int, size: int = 256, kind: str | None = None, style: str = "synthetic") -> dict:
     """One scene -> ``rgb`` uint8 (S,S,3), ``depth`` float32 (S,S) z-depth in metres (0 invalid),
-    ``mask`` bool (S,S), ``meta`` dict(kind, thin_px, focal, ...)."""
+    ``mask`` bool (S,S), ``meta`` dict(kind, style, thin_px, focal, ...).
+
+    ``style="synthetic"`` is the clean render (the d0 / L_k domain). ``style="real"`` renders
+    the same kind of scene with a camera-like look (``real_look``): photo-modulated albedo,
+    colour temperature, haze, lens blur, vignetting, chromatic aberration, signal-dependent
+    noise, a film tone curve and JPEG compression. Geometry and depth come from the same
+    generator; only the appearance differs.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     rng = np.random.default_rng(seed)
+    look_rng = np.random.default_rng([seed, 7]) if style == "real" else None
     kind = kind or ("indoor" if rng.random() < 0.5 else "outdoor")
-    sc = _Scene(rng)
+    sc = _Scene(rng, photo_rng=look_rng)
     cam_pos, yaw, pitch, light, focus, extent = _indoor(sc) if kind == "indoor" else _outdoor(sc)
     fov = math.radians(rng.uniform(45, 85) if kind == "indoor" else rng.uniform(40, 80))
     focal = size / 2 / math.tan(fov / 2)
@@ -693,12 +714,62 @@ def render_scene(seed: int, size: int = 256, kind: str | None = None) -> dict:
         rgb = rgb * (1 - fog[..., None]) + fog_color * fog[..., None]
         rgb = np.where(valid[..., None], rgb, _sky(d, rng, fog_color))
     rgb = rgb + (rng.random(rgb.shape, dtype=np.float32) - 0.5) * 0.03  # sensor noise
-    rgb8 = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if look_rng is not None:
+        rgb8 = real_look(np.clip(rgb, 0, 1).astype(np.float32), zf, valid, look_rng)
+    else:
+        rgb8 = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
     depth = np.where(valid, t, 0).astype(np.float32)
     thin = thin_structure_mask(depth, valid)
-    meta = {"kind": kind, "thin_px": int(thin.sum()), "focal": float(focal), "fov_deg": math.degrees(fov),
+    meta = {"kind": kind, "style": style, "thin_px": int(thin.sum()), "focal": float(focal), "fov_deg": math.degrees(fov),
             "n_prims": len(sc.prims), "valid_frac": float(valid.mean())}
     return {"rgb": rgb8, "depth": depth, "mask": valid, "meta": meta}
+
+
+def real_look(rgb: np.ndarray, zf: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The "real-styled" camera look applied to a clean render (H, W, 3) in [0, 1] -> uint8.
+
+    Each effect is one a real photo has and the clean renders lack, with random strength:
+    colour temperature / white-balance cast, depth-dependent haze (indoors too), defocus blur,
+    chromatic aberration, vignetting, signal-dependent sensor noise, an S-shaped film tone
+    curve with lifted blacks, and JPEG compression. ``zf``: z-depth with FAR where invalid.
+    """
+    import io
+
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter, shift
+
+    h, w, _ = rgb.shape
+    x = rgb.copy()
+    # white balance: warm (tungsten) or cool (shade) cast
+    temp = rng.uniform(-1, 1)
+    x = x * np.array([1 + 0.22 * temp, 1.0 + 0.03 * rng.uniform(-1, 1), 1 - 0.22 * temp], np.float32)
+    # haze towards a tinted airlight, growing with depth
+    air = np.clip(rng.uniform(0.55, 0.95) * np.array([1 + 0.1 * temp, 1.0, 1 - 0.1 * temp]), 0, 1).astype(np.float32)
+    zr = np.clip(zf / max(float(np.percentile(zf[valid], 90)) if valid.any() else 1.0, 1e-3), 0, 3)
+    haze = 1 - np.exp(-rng.uniform(0.1, 0.45) * zr)
+    x = x * (1 - haze[..., None]) + air * haze[..., None]
+    # lens: defocus blur and lateral chromatic aberration
+    sigma = rng.uniform(0.5, 1.0) * h / 128
+    x = np.stack([gaussian_filter(x[..., c], sigma, mode="nearest") for c in range(3)], -1)
+    ca = rng.uniform(0.3, 1.0) * h / 128
+    x[..., 0] = shift(x[..., 0], (0, ca), order=1, mode="nearest")
+    x[..., 2] = shift(x[..., 2], (0, -ca), order=1, mode="nearest")
+    # vignetting
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (0.5 * (h * h + w * w) / 2)
+    x = x * (1 - rng.uniform(0.2, 0.45) * r2)[..., None]
+    # film tone curve with lifted blacks, then exposure
+    x = np.clip(x * rng.uniform(0.9, 1.25), 0, 1)
+    x = x * x * (3 - 2 * x) * 0.75 + 0.25 * x
+    x = 0.06 + 0.9 * x
+    # signal-dependent noise (shot + read), slightly correlated across channels
+    lum_noise = rng.standard_normal((h, w, 1)).astype(np.float32)
+    col_noise = rng.standard_normal((h, w, 3)).astype(np.float32)
+    x = x + (0.6 * lum_noise + 0.4 * col_noise) * np.sqrt(rng.uniform(2e-4, 1.5e-3) * x + 1e-4)
+    x8 = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(x8).save(buf, format="JPEG", quality=int(rng.integers(35, 75)))
+    return np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def thin_structure_mask(depth: np.ndarray, valid: np.ndarray, max_width: int = 3, ratio: float = 1.05) -> np.ndarray:
@@ -725,8 +796,8 @@ def thin_structure_mask(depth: np.ndarray, valid: np.ndarray, max_width: int = 3
 
 
 def _write_one(args) -> dict:
-    out_dir, index, size, seed = args
-    scene = render_scene(scene_seed(seed, index), size)
+    out_dir, index, size, seed, style = args
+    scene = render_scene(scene_seed(seed, index), size, style=style)
     sid = f"{index:06d}"
     out = Path(out_dir)
     Image.fromarray(scene["rgb"]).save(out / "rgb" / f"{sid}.png", compress_level=1)
@@ -738,15 +809,16 @@ def _write_one(args) -> dict:
 
 
 def write_synthetic_dataset(out_dir, n: int, size: int = 256, seed: int = 0, workers: int = 1,
-                            progress: bool = True) -> list[dict]:
-    """Render ``n`` scenes into ``out_dir`` (layout in the module docstring); returns their meta."""
+                            progress: bool = True, style: str = "synthetic") -> list[dict]:
+    """Render ``n`` scenes into ``out_dir`` (layout in the module docstring); returns their meta.
+    ``style="real"`` writes the real-styled domain (``render_scene``) in the same layout."""
     from tqdm import tqdm
 
     out = Path(out_dir)
     for sub in ("rgb", "depth", "mask"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), i, size, seed) for i in range(n)]
-    bar = dict(total=n, desc="synth", unit="scene", disable=not progress)
+    jobs = [(str(out), i, size, seed, style) for i in range(n)]
+    bar = dict(total=n, desc="synth" if style == "synthetic" else f"synth ({style})", unit="scene", disable=not progress)
     if workers > 1:
         import multiprocessing as mp
 
