@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # Embedded-default step counts of the shipped priors (weights/*/README.md has their wall times).
-VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 3000, 2500, 2500
+VAE_STEPS, UNET_STEPS, TEACHER_STEPS = 2500, 1500, 2000
 
 
 def pretrain_teacher(synthetic_dir: str | Path, out_dir: str | Path, steps: int = TEACHER_STEPS, holdout: int = 32,

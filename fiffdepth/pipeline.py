@@ -391,7 +391,8 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
-    parser.add_argument("--model", required=True, help="FiffDepth model directory (or hub id)")
+    parser.add_argument("--model", default=None,
+                        help="FiffDepth model directory (or hub id); default: the embedded model shipped in weights/fiffdepth")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--processing-resolution", type=int, default=None,
                         help="longest side for processing (0 = native; default: the model's)")
@@ -414,6 +415,14 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("error: no images to process", file=sys.stderr)
         return 1
+    if args.model is None:
+        from .weights import shipped
+
+        try:
+            args.model = str(shipped("fiffdepth"))
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         pipe = FiffDepthPipeline.from_pretrained(args.model, device=args.device, decoder=args.decoder,
                                                  torch_dtype=torch.bfloat16 if args.bf16 else None,

@@ -27,8 +27,8 @@ NOTEBOOKS = ["00_data", "01_priors", "02_teacher_pseudo_labels", "03_train", "04
 
 # Small parameters that exercise every cell in a few minutes (tests and `--smoke`).
 SMOKE: dict[str, dict] = {
-    "00_data": {"n_synth": 24, "n_eval": 8, "size": 64},
-    "01_priors": {"vae_steps": 3, "unet_steps": 3, "teacher_steps": 3, "sample_steps": 2},
+    "00_data": {"n_synth": 24, "n_eval": 8, "size": 64, "n_styled": 8, "n_styled_real": 8},
+    "01_priors": {"sample_steps": 2},
     "02_teacher_pseudo_labels": {},
     "03_train": {"steps": 3, "n_show": 2},
     "04_evaluate": {"steps": 3, "max_images": 2, "marigold_steps": 2, "marigold_ensemble": 1, "bench_images": 1,

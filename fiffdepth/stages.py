@@ -240,6 +240,32 @@ def make_priors(out: str | os.PathLike = "outputs", preset: str = "tiny", pretra
     return report
 
 
+def priors_markdown(report: dict) -> str:
+    """The embedded priors' held-out scores (``make_priors``'s report) as a markdown table."""
+    g, t = report.get("generator") or {}, report.get("teacher") or {}
+
+    def num(d, *keys, scale=1.0, fmt="{:.1f}"):
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return "–" if d is None else fmt.format(scale * d)
+
+    th = t.get("heldout") or {}
+    rows = ["| prior | held-out result | train time (2 cores) |", "|---|---|---|"]
+    if g:
+        rows.append(f"| VAE | image PSNR {num(g, 'heldout_image_psnr_db')} dB synthetic, "
+                    f"{num(g, 'heldout_styled_psnr_db')} dB real-styled, {num(g, 'heldout_real_psnr_db')} dB photos; "
+                    f"depth→latent→depth AbsRel {num(g, 'heldout_depth_roundtrip_abs_rel', scale=100)} %, "
+                    f"boundary F1 {num(g, 'heldout_depth_roundtrip_boundary_f1', fmt='{:.3f}')} | "
+                    f"{num(g, 'vae', 'seconds', fmt='{:.0f}')} s |")
+        rows.append(f"| latent diffusion UNet | final v-loss {num(g, 'unet', 'loss', fmt='{:.3f}')} | "
+                    f"{num(g, 'unet', 'seconds', fmt='{:.0f}')} s |")
+    if t:
+        doms = ", ".join(f"{name.replace('_', '-')}: AbsRel {num(m, 'abs_rel', scale=100)} %, δ1 {num(m, 'delta1', scale=100)} %"
+                         for name, m in th.items())
+        rows.append(f"| teacher | {doms} | {num(t, 'seconds', fmt='{:.0f}')} s |")
+    return "\n".join(rows) + "\n"
+
+
 # -- 02: pseudo-labels -----------------------------------------------------------------------------------
 
 def make_pseudo_labels(out: str | os.PathLike = "outputs", teacher: str | None = None, images: str | None = None,
@@ -346,7 +372,7 @@ def label_of(variant: str) -> str:
 
 
 def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: str | os.PathLike,
-                           processing_resolution: int | None = None, max_images: int | None = None) -> dict:
+                           processing_resolution: int | None = None, max_images: int | None = 128) -> dict:
     """AbsRel / δ1 (×100) of a model's depth against the teacher's pseudo-labels on the real
     photos, after least-squares scale and shift in depth (Marigold's protocol, the pseudo-label
     standing in for ground truth). It measures how far a model follows the teacher's
@@ -356,7 +382,9 @@ def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: s
     from .metrics import aggregate, compute_depth_metrics
 
     images_dir, pseudo_dir = Path(images_dir), Path(pseudo_dir)
-    files = list_files(images_dir, recursive=True)[:max_images]
+    files = list_files(images_dir, recursive=True)
+    if max_images and len(files) > max_images:  # an even spread over the folder (photos and real-styled images)
+        files = files[:: -(-len(files) // max_images)]
     rows = []
     for f in files:
         label_path = pseudo_dir / f.relative_to(images_dir).with_suffix(".npy")
@@ -444,7 +472,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             else:
                 if "pseudo" not in cached:
                     predictor = predictor or predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images)
+                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128)
                     write_json(L.results / ".scores" / f"{m}.json", cached)
                 agree = cached["pseudo"]
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
@@ -598,9 +626,13 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     L = layout(out)
     figs = Path(figures_dir)
     figs.mkdir(parents=True, exist_ok=True)
-    photos = [torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0 for f in list_files(L.real)[:n_images]]
-    ds = SyntheticDepthDataset(L.eval)
-    items = [ds[i] for i in range(min(n_images, len(ds)))]
+    # the first items of OUT/data/real are the plain (uncropped) photos, one per photo
+    photo_files = [f for f in list_files(L.real) if f.parent == L.real][:max(n_images, 6)]
+    photos = [torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0 for f in photo_files]
+    # held-out scenes: half synthetic, half real-styled (when that set exists)
+    domains = [SyntheticDepthDataset(L.eval)] + ([SyntheticDepthDataset(L.eval_real)] if L.eval_real.is_dir() else [])
+    per = [(n_images + 1) // len(domains)] + [n_images // len(domains)] * (len(domains) - 1)
+    items = [ds[i] for ds, k in zip(domains, per) for i in range(min(k, len(ds)))]
     scenes = [it["image"] for it in items]
     gts = [it["depth"][0].numpy() for it in items]
     valids = [it["valid_mask"][0].numpy() for it in items]
@@ -616,16 +648,19 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     paths = [figs / "fig1_real_photos.png", figs / "fig5_heldout_scenes.png", figs / "fig6_boundaries.png",
              figs / "fig7_ablations.png"]
     plots.comparison_grid(hwc(photos), cols(preds_photo, main), out=paths[0],
-                          title="real photos: FiffDepth vs Marigold-style fine-tune vs teacher")
+                          title="real photos (scikit-image): FiffDepth vs Marigold-style fine-tune vs teacher")
     plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, out=paths[1],
-                          title="held-out embedded scenes (exact ground truth)")
+                          title="held-out scenes (exact ground truth): "
+                                + ("synthetic rows, then real-styled rows" if len(domains) > 1 else "synthetic"))
     zoom = [plots.detail_window(g, v, size=max(16, g.shape[0] // 4)) for g, v in zip(gts, valids)]
     plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, zoom=zoom, out=paths[2],
                           title="boundary close-ups (window with the most GT depth edges)")
-    mixed = hwc(photos[:2] + scenes[:2])
+    pick = [0, len(scenes) - 1] if len(scenes) > 1 else [0]  # a synthetic and a real-styled scene
+    mixed = hwc(photos[:2] + [scenes[i] for i in pick])
     abl = ["fiffdepth", *variants]
-    plots.comparison_grid(mixed, {label_of(m): preds_photo[m][:2] + preds_scene[m][:2] for m in abl if m in preds_photo},
-                          out=paths[3], title="ablations (Fig. 7): 2 photos, 2 held-out scenes")
+    plots.comparison_grid(mixed, {label_of(m): preds_photo[m][:2] + [preds_scene[m][i] for i in pick]
+                                  for m in abl if m in preds_photo},
+                          out=paths[3], title="ablations (Fig. 7): 2 photos, a synthetic and a real-styled scene")
     plt.close("all")
     tables = [p for p in sorted(L.results.glob("*.md"))]
     if tables:

@@ -26,6 +26,7 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SHIPPED = ("generator", "teacher", "fiffdepth")
 FP16_SUBFOLDERS = ("unet", "vae")
+SKIPPED = ("logs", "checkpoints")  # a run directory's TensorBoard logs and resume checkpoints stay behind
 
 
 def shipped(name: str) -> Path:
@@ -50,7 +51,8 @@ def export(src: str | Path, dst: str | Path, card: str, fp16: bool = True) -> Pa
     src, dst = Path(src), Path(dst)
     with staged_dir(dst) as tmp:
         for f in sorted(src.rglob("*")):
-            if not f.is_file() or f.name.startswith("."):
+            rel = f.relative_to(src)
+            if not f.is_file() or f.name.startswith(".") or rel.parts[0] in SKIPPED:
                 continue
             out = tmp / f.relative_to(src)
             out.parent.mkdir(parents=True, exist_ok=True)

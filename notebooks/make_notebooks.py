@@ -38,24 +38,37 @@ Path(figures_dir).mkdir(parents=True, exist_ok=True)
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
 
 NOTEBOOKS["00_data"] = [
-    ("md", """# 00 · Data: the embedded RGB-D world, held-out scenes and real photos
+    ("md", """# 00 · Data: the embedded RGB-D world in two looks, held-out scenes and real photos
 
 FiffDepth trains on **synthetic images with exact depth** (the d0 terms and the diffusion
 trajectory, Eq. 5–6) and on **real images supervised by a teacher** (the d₋₁ term, Eq. 4).
-At the embedded default both come from this machine: procedurally rendered indoor/outdoor
-scenes with exact depth and thin structures (chair legs, lamp poles, fences), and the natural
-photos that ship inside scikit-image. At paper scale this notebook only checks the data roots
-(Hypersim, Virtual KITTI 2, LAION-Art) given in `overrides`.
+At the embedded default both come from this machine. One procedural scene generator (indoor
+rooms and streets with exact depth and thin structures: chair legs, lamp poles, fences)
+renders two domains:
 
-*Runtime (tiny, 2 CPU cores): under a minute.*"""),
-    ("code", COMMON_PARAMS + '''n_synth = 400   # training scenes
-n_eval = 64     # held-out scenes (another seed) for every evaluation
-size = 128      # rendered side in pixels
+- **synthetic**: clean renders, used with their exact depth for d0 and L_k (Hypersim and
+  Virtual KITTI's role);
+- **real-styled**: the same kind of scenes with a camera-like look (photo-modulated
+  materials, colour casts, haze, lens blur, vignetting, chromatic aberration, sensor noise,
+  JPEG). Their depth trains the teacher (as DA-V2 learnt from real images) and scores the
+  evaluation; FiffDepth's real half only sees the images, with the teacher's pseudo-labels
+  (LAION-Art's role), together with the photos that ship inside scikit-image.
+
+At paper scale this notebook only checks the data roots (Hypersim, Virtual KITTI 2,
+LAION-Art) given in `overrides`.
+
+*Runtime (tiny, 2 CPU cores): about 2 minutes.*"""),
+    ("code", COMMON_PARAMS + '''n_synth = 2000       # synthetic training scenes
+n_styled = 1000      # real-styled scenes with depth (the teacher's training data only)
+n_styled_real = 1000 # real-styled images without depth (FiffDepth's real half, with the photos)
+n_eval = 64          # held-out scenes per domain (other seeds) for every evaluation
+size = 128           # rendered side in pixels
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
 if preset == "tiny":
-    report = stages.make_data(out_dir, n_synth=n_synth, n_eval=n_eval, size=size, seed=seed)
+    report = stages.make_data(out_dir, n_synth=n_synth, n_eval=n_eval, size=size, n_styled=n_styled,
+                              n_styled_real=n_styled_real, seed=seed)
     print(json.dumps(report, indent=1))
 else:
     cfg = stages.stage_config(out_dir, preset, overrides)
@@ -67,6 +80,11 @@ else:
 
 plot_scene_grid(f"{figures_dir}/embedded_scenes.png", n=8, size=size, seed=seed)
 display(Image(f"{figures_dir}/embedded_scenes.png"))'''),
+    ("md", "The two domains: the same scenes (same geometry and depth) rendered clean and real-styled:"),
+    ("code", '''from fiffdepth.data.synthetic import plot_domains
+
+plot_domains(f"{figures_dir}/domains.png", n=6, size=size, seed=seed)
+display(Image(f"{figures_dir}/domains.png"))'''),
     ("md", "Depth statistics of the training set, and where the thin structures are (the details FiffDepth is about):"),
     ("code", '''# NBVAL_CHECK_OUTPUT
 from fiffdepth.data.cli import depth_stats
@@ -98,30 +116,30 @@ NOTEBOOKS["01_priors"] = [
     ("md", """# 01 · The two priors: a latent diffusion generator and a Depth Anything teacher
 
 FiffDepth starts from a **pretrained image diffusion model** (Stable Diffusion 2 in the paper)
-and distils a **DINOv2-based depth model** (Depth Anything V2-Large) into its d₋₁ step. With
-no downloads, the embedded default trains small honest versions of both here, saved in the
-same directory layouts, so every later notebook loads them with the libraries' own
+and distils a **DINOv2-based depth model** (Depth Anything V2-Large) into its d₋₁ step. At
+paper scale both come from the hub. The embedded default mirrors that with small models
+pretrained on this project's 2-core machine and shipped in `weights/` (each with a model card:
+command, commit, data, steps, wall time, held-out scores), loaded with the libraries' own
 `from_pretrained`: a tiny `AutoencoderKL` + `UNet2DConditionModel` (unconditional latent
-diffusion, DDPM 1000 steps, v-prediction) and a tiny `DepthAnythingForDepthEstimation`.
-At paper scale nothing is trained: the config's hub ids are used.
+diffusion on images of both domains and the photos, DDPM 1000 steps, v-prediction) and a
+tiny `DepthAnythingForDepthEstimation` trained with depth on both domains.
+`pretrain = True` re-creates them from scratch here (`fiffdepth pretrain`, about an hour).
 
-*Runtime (tiny, 2 CPU cores): about 10 minutes (see the README for measured stage times).*"""),
-    ("code", COMMON_PARAMS + '''vae_steps = 500       # the defaults of `fiffdepth pretrain`
-unet_steps = 800
-teacher_steps = 1000
+*Runtime (tiny, 2 CPU cores): under a minute with the shipped priors.*"""),
+    ("code", COMMON_PARAMS + '''pretrain = False      # True: pretrain the priors anew into OUT/priors instead of using weights/
+vae_steps = None      # None = the defaults of `fiffdepth pretrain` (those of the shipped priors)
+unet_steps = None
+teacher_steps = None
 sample_steps = 50
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
-report = stages.make_priors(out_dir, preset, vae_steps=vae_steps, unet_steps=unet_steps,
+report = stages.make_priors(out_dir, preset, pretrain=pretrain, vae_steps=vae_steps, unet_steps=unet_steps,
                             teacher_steps=teacher_steps, seed=seed)
 if preset == "tiny":
-    g, t = report["generator"], report["teacher"]
-    display(Markdown(f"""| prior | held-out result | train time |
-|---|---|---|
-| VAE | image PSNR {g['heldout_image_psnr_db']:.1f} dB (scenes), {g['heldout_real_psnr_db']:.1f} dB (photos); depth→latent→depth AbsRel {100 * g['heldout_depth_roundtrip_abs_rel']:.1f}% | {g['vae']['seconds']:.0f} s |
-| latent diffusion UNet | final v-loss {g['unet']['loss']:.3f} | {g['unet']['seconds']:.0f} s |
-| teacher | AbsRel {100 * t['heldout']['abs_rel']:.1f}%, δ1 {100 * t['heldout']['delta1']:.1f}% on {t['heldout_scenes']} held-out scenes | {t['seconds']:.0f} s |"""))
+    print("generator:", L.generator)
+    print("teacher:  ", L.teacher)
+    display(Markdown(stages.priors_markdown(report)))
 else:
     print(report)'''),
     ("md", "Samples of the generator prior and VAE round trips (the depth codec re-uses the image VAE, as in Marigold):"),
@@ -148,11 +166,12 @@ normalisation. The job is resumable: finished images are skipped.
 result = stages.make_pseudo_labels(out_dir, teacher=None if preset == "tiny" else stages.stage_config(out_dir, preset, overrides).teacher.pretrained,
                                    batch_size=batch_size)
 print({k: (v if k != "failed" else len(v)) for k, v in result.items()})'''),
-    ("md", "Image | pseudo-label (near = red) on the twelve photos:"),
+    ("md", "Image | pseudo-label (near = red) on six photos and six real-styled images:"),
     ("code", '''from fiffdepth.data.io import list_files, read_rgb
 from fiffdepth.teacher import Teacher, plot_pseudo_labels
 
-photos = [read_rgb(f) for f in list_files(L.real)[:12]]
+files = list_files(L.real)
+photos = [read_rgb(f) for f in files[:6] + files[-6:]]  # six photos, six real-styled images
 plot_pseudo_labels(Teacher.from_pretrained(L.teacher), photos, f"{figures_dir}/teacher_pseudo_labels.png")
 display(Image(f"{figures_dir}/teacher_pseudo_labels.png"))'''),
 ]
@@ -167,7 +186,7 @@ pseudo-label latents, Eq. 4). The plot below redraws as training logs; the run d
 (`OUT/runs/fiffdepth`) holds checkpoints, `losses.jsonl`, TensorBoard logs and the final model.
 
 *Runtime (tiny, 2 CPU cores): a few minutes for the default steps.*"""),
-    ("code", COMMON_PARAMS + '''steps = 300          # the same for every variant in 05_ablations
+    ("code", COMMON_PARAMS + '''steps = 250          # the same for every variant in 05_ablations (make reproduce's 30-minute budget)
 n_show = 4
 '''),
     ("code", SETUP),
@@ -184,7 +203,7 @@ from fiffdepth.pipeline import FiffDepthPipeline
 
 pipe = FiffDepthPipeline.from_pretrained(L.runs / "fiffdepth", device=device)
 scenes = SyntheticDepthDataset(L.eval)
-images = [scenes[i]["image"] for i in range(n_show)] + [read_rgb(f) for f in list_files(L.real)[:n_show]]
+images = [scenes[i]["image"] for i in range(n_show)] + [read_rgb(f) for f in list_files(L.real)[::24][:n_show]]
 out = pipe(images, return_extended=True)
 shown = [im.permute(1, 2, 0).numpy() if hasattr(im, "permute") else im for im in images]
 plots.comparison_grid(shown, {"d0 (Eq. 1)": list(out.depth), "d₋₁ (Eq. 4)": list(out.depth_extended)},
@@ -203,7 +222,7 @@ scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 Table 3: `fiffdepth bench` times every method on the same components.
 
 *Runtime (tiny, 2 CPU cores): a few minutes (training the Marigold baseline, then evaluation).*"""),
-    ("code", COMMON_PARAMS + '''steps = 300              # Marigold baseline steps (same as FiffDepth's)
+    ("code", COMMON_PARAMS + '''steps = 250              # Marigold baseline steps (same as FiffDepth's)
 datasets = []            # [] = the held-out embedded scenes
 max_images = None
 marigold_steps = 10      # the paper protocol is 50 DDIM steps × ensemble 10 (about 10 s/image here, 20× the time)
@@ -237,7 +256,7 @@ agreement with the teacher's pseudo-labels on the real photos. Whatever the numb
 reported as is.
 
 *Runtime (tiny, 2 CPU cores): about 2 minutes per variant.*"""),
-    ("code", COMMON_PARAMS + '''steps = 300            # the same as 03_train's
+    ("code", COMMON_PARAMS + '''steps = 250            # the same as 03_train's
 variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]
 max_images = None
 marigold_steps = 10      # as 04_evaluate (the paper protocol: 50 × 10)
@@ -257,8 +276,8 @@ table = stages.evaluate_methods(out_dir, ["fiffdepth", *variants, stages.MARIGOL
                                 marigold_steps=marigold_steps, marigold_ensemble=marigold_ensemble, device=device,
                                 name="ablations", pseudo_agreement=True)
 display(Markdown(table["markdown"]))'''),
-    ("code", '''plots.metric_bars(table["rows"], [("abs_rel", "AbsRel ×100 ↓"), ("delta1", "δ1 ×100 ↑"), ("boundary_f1", "boundary F1 ×100 ↑"),
-                                  ("pseudo_abs_rel", "AbsRel vs teacher (photos) ↓")],
+    ("code", '''plots.metric_bars(table["rows"], [("abs_rel", "synthetic AbsRel ×100 ↓"), ("boundary_f1", "synthetic boundary F1 ×100 ↑"),
+                                  ("real_abs_rel", "real-styled AbsRel ×100 ↓"), ("real_boundary_f1", "real-styled boundary F1 ×100 ↑")],
                   out=f"{figures_dir}/ablations.png")
 plt.show()'''),
     ("md", """One training seed per variant cannot separate small differences from seed noise. With

@@ -134,3 +134,20 @@ def test_final_run_dir_loads_in_pipeline(train_data, tmp_path):
     depth = pipe(torch.rand(3, 40, 40)).depth
     assert depth.shape == (1, 40, 40)
     assert (out / "config.yaml").is_file() and (out / "losses.jsonl").is_file()
+
+
+def test_cached_versions_are_pixel_space_mirrors_and_crops():
+    import torch
+
+    from fiffdepth.train import _augment, heldout_split
+
+    img = torch.rand(3, 40, 40)
+    depth = torch.rand(1, 40, 40) + 1
+    item = {"image": img, "depth": depth, "valid_mask": depth > 0, "name": "x"}
+    v0, v1 = _augment(item, 32, 0, 3, 0), _augment(item, 32, 0, 3, 1)
+    assert torch.equal(v1["image"], v0["image"].flip(-1)) and torch.equal(v1["depth"], v0["depth"].flip(-1))
+    v2, again = _augment(item, 32, 0, 3, 2), _augment(item, 32, 0, 3, 2)
+    assert v2["image"].shape == (3, 32, 32) and torch.equal(v2["image"], again["image"])
+    assert not torch.equal(v2["image"], v0["image"])
+    n_train, held = heldout_split(40, 4, 2)  # 10 scenes × 4 versions, 2 scenes held out
+    assert n_train == 32 and list(held) == [32, 36]

@@ -907,3 +907,29 @@ def plot_scene_grid(out_path, n: int = 8, size: int = 256, seed: int = 0) -> lis
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return metas
+
+
+def plot_domains(out_path, n: int = 6, size: int = 128, seed: int = 0) -> None:
+    """Figure: the same scenes in the two embedded domains. Rows: synthetic render, real-styled
+    render (``real_look``), exact depth (identical for both: only the appearance differs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, n, figsize=(n * 1.9, 3 * 2.0), squeeze=False)
+    for i in range(n):
+        kind = "indoor" if i % 2 == 0 else "outdoor"
+        s = scene_seed(seed, i)
+        a, b = render_scene(s, size, kind=kind), render_scene(s, size, kind=kind, style="real")
+        for r, img in enumerate((a["rgb"], b["rgb"], colorize_depth(a["depth"], a["mask"]))):
+            axes[r, i].imshow(img)
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+    for r, title in enumerate(("synthetic\n(d0, L_k)", "real-styled\n(teacher, d₋₁)", "exact depth")):
+        axes[r, 0].set_ylabel(title, fontsize=8)
+    fig.suptitle("one scene generator, two looks", fontsize=9)
+    fig.tight_layout()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
