@@ -158,7 +158,7 @@ the normalised depth representation of the depth codec: `depth = 1 / clip(disp /
 (`fiffdepth.teacher.disparity_to_depth`), then the codec's 2/98-percentile affine
 normalisation. The job is resumable: finished images are skipped.
 
-*Runtime (tiny, 2 CPU cores): seconds.*"""),
+*Runtime (tiny, 2 CPU cores): under a minute (1096 images).*"""),
     ("code", COMMON_PARAMS + '''batch_size = 16
 '''),
     ("code", SETUP),
@@ -185,7 +185,7 @@ latent of Eq. 2, Eq. 6) and half real latents (d₋₁ = ε̂θ(d0, −1) agains
 pseudo-label latents, Eq. 4). The plot below redraws as training logs; the run directory
 (`OUT/runs/fiffdepth`) holds checkpoints, `losses.jsonl`, TensorBoard logs and the final model.
 
-*Runtime (tiny, 2 CPU cores): a few minutes for the default steps.*"""),
+*Runtime (tiny, 2 CPU cores): about 6 minutes (latent caches, then 250 steps).*"""),
     ("code", COMMON_PARAMS + '''steps = 250          # the same for every variant in 05_ablations (make reproduce's 30-minute budget)
 n_show = 4
 '''),
@@ -221,9 +221,9 @@ Anything V2 analogue) and a Marigold-style multi-step fine-tune of the same UNet
 scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 Table 3: `fiffdepth bench` times every method on the same components.
 
-*Runtime (tiny, 2 CPU cores): a few minutes (training the Marigold baseline, then evaluation).*"""),
+*Runtime (tiny, 2 CPU cores): about 6 minutes (training the Marigold baseline, then evaluation on both domains).*"""),
     ("code", COMMON_PARAMS + '''steps = 250              # Marigold baseline steps (same as FiffDepth's)
-datasets = []            # [] = the held-out embedded scenes
+datasets = []            # [] = the held-out scenes of both embedded domains (synthetic, real-styled)
 max_images = None
 marigold_steps = 10      # the paper protocol is 50 DDIM steps × ensemble 10 (about 10 s/image here, 20× the time)
 marigold_ensemble = 5
@@ -255,7 +255,7 @@ the same data and steps. Scored on held-out scenes (AbsRel, δ1, boundary F1) an
 agreement with the teacher's pseudo-labels on the real photos. Whatever the numbers say is
 reported as is.
 
-*Runtime (tiny, 2 CPU cores): about 2 minutes per variant.*"""),
+*Runtime (tiny, 2 CPU cores): about 20 minutes: five variants of ≈ 2 minutes each, then scoring eight methods; each extra seed adds about as much again.*"""),
     ("code", COMMON_PARAMS + '''steps = 250            # the same as 03_train's
 variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]
 max_images = None
