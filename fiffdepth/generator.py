@@ -346,15 +346,6 @@ def _split_scenes(src: Path, tmp: Path, n_first: int) -> tuple[Path, Path]:
     return tmp / "first", tmp / "rest"
 
 
-def _load_domain(root, res: int, seed: int, max_images: int):
-    from .data.synthetic import SyntheticDepthDataset
-
-    ds = SyntheticDepthDataset(root, resolution=res, seed=seed)
-    items = [ds[i] for i in range(min(len(ds), max_images))]
-    return (torch.stack([it["image"] for it in items]), torch.stack([it["depth"] for it in items]),
-            torch.stack([it["valid_mask"] for it in items]))
-
-
 def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir: str | Path, vae_steps: int = VAE_STEPS,
                        unet_steps: int = UNET_STEPS, resolution: int | None = None, max_images: int = 4000,
                        holdout: int = 32, seed: int = 0, progress: bool = True, styled_dir: str | Path | None = None,
@@ -366,17 +357,18 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     only): the synthetic scenes'. The UNet learns the image latents of full frames.
     """
     from .data.real import EmbeddedRealImages
+    from .data.synthetic import load_scene_tensors
 
     t_start = time.time()
     res = resolution or cfg.data.resolution
-    images, depths, masks = _load_domain(synthetic_dir, res, seed, max_images)
+    images, depths, masks = load_scene_tensors(synthetic_dir, res, seed, max_images)
     real_set = EmbeddedRealImages(size=res, seed=seed)
     real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
     h = min(holdout, len(images) // 4)
     parts = [images[h:]]
     styled = None
     if styled_dir:
-        styled = _load_domain(styled_dir, res, seed, max_images)[0]
+        styled = load_scene_tensors(styled_dir, res, seed, max_images)[0]
         parts.append(styled[h:])
     train_imgs = torch.cat(parts + [real[: max(0, len(real) - 8)]])
     torch.manual_seed(seed)

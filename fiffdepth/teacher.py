@@ -371,20 +371,6 @@ def teacher_loss(pred_disp: torch.Tensor, gt_depth: torch.Tensor, mask: torch.Te
     return ssi + gm_weight * gm, ssi, gm
 
 
-def _load_scenes(data_dir, resolution: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All scenes of one or more embedded-layout folders at ``resolution``: images (N,3,R,R),
-    depth (N,R,R), mask (N,R,R)."""
-    from .data.synthetic import SyntheticDepthDataset
-
-    dirs = data_dir if isinstance(data_dir, (list, tuple)) else [data_dir]
-    items = []
-    for d in dirs:
-        ds = SyntheticDepthDataset(d, resolution=resolution, seed=0)
-        items += [ds[i] for i in range(len(ds))]
-    return (torch.stack([it["image"] for it in items]), torch.stack([it["depth"][0] for it in items]),
-            torch.stack([it["valid_mask"][0] for it in items]))
-
-
 def _init_for_training(model: DepthAnythingForDepthEstimation) -> DepthAnythingForDepthEstimation:
     """Re-initialise the DPT neck and head convolutions with PyTorch's defaults and start the
     final ReLU at 1. transformers' N(0, 0.02) init makes the untrained output ~1e-6, so its
@@ -413,7 +399,10 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    images, depths, masks = _load_scenes(data_dir, resolution)
+    from .data.synthetic import load_scene_tensors
+
+    images, depths, masks = load_scene_tensors(data_dir, resolution)
+    depths, masks = depths[:, 0], masks[:, 0]
     config = config or tiny_teacher_config(image_size=resolution)
     model = _init_for_training(DepthAnythingForDepthEstimation(config)).train()
     processor = default_processor(resolution, config.backbone_config.patch_size)

@@ -90,18 +90,17 @@ def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 
     0 the maximal square crop, 1 the same mirrored, 2+ a random square crop of 60–100 % of
     the shorter side, mirrored at random. Resized to ``resolution``; a function of
     (seed, index, version) only."""
-    from .data.base import square_crop_resize
+    from .data.base import SPATIAL_KEYS, square_crop_resize
 
     rng = np.random.default_rng([seed, index, version])
     if version >= 2:
         _, h, w = item["image"].shape
         side = max(8, int(round(min(h, w) * rng.uniform(0.6, 1.0))))
         top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        item = {k: (v[:, top:top + side, left:left + side] if k in ("image", "depth", "valid_mask", "mask") else v)
-                for k, v in item.items()}
+        item = {k: (v[:, top:top + side, left:left + side] if k in SPATIAL_KEYS else v) for k, v in item.items()}
     out = square_crop_resize(item, resolution, rng, flip=False)
     if version == 1 or (version >= 2 and rng.random() < 0.5):
-        out = {k: (v.flip(-1) if k in ("image", "depth", "valid_mask", "mask") else v) for k, v in out.items()}
+        out = {k: (v.flip(-1) if k in SPATIAL_KEYS else v) for k, v in out.items()}
     return out
 
 

@@ -18,6 +18,10 @@ from torch.utils.data import Dataset
 from .io import DataError
 
 
+# the per-pixel entries of an item (cropped, resized and flipped together)
+SPATIAL_KEYS = ("image", "depth", "valid_mask", "mask")
+
+
 def square_crop_resize(item: dict, resolution: int, rng: np.random.Generator, flip: bool = True) -> dict:
     """Random maximal square crop, resize to ``resolution``, random horizontal flip.
 
@@ -30,7 +34,7 @@ def square_crop_resize(item: dict, resolution: int, rng: np.random.Generator, fl
     left = int(rng.integers(0, w - side + 1))
     do_flip = flip and bool(rng.random() < 0.5)
     out = dict(item)
-    for key in ("image", "depth", "valid_mask", "mask"):
+    for key in SPATIAL_KEYS:
         if key not in item:
             continue
         x = item[key][:, top:top + side, left:left + side]

@@ -855,6 +855,19 @@ class SyntheticDepthDataset(DepthDataset):
         return depth_item(rgb, depth, valid, sid)
 
 
+def load_scene_tensors(dirs, resolution: int, seed: int = 0, max_scenes: int | None = None):
+    """The scenes of one or more embedded-layout folders as tensors at ``resolution`` (each
+    folder read as ``SyntheticDepthDataset(dir, resolution, seed)``, its first ``max_scenes``):
+    images (N, 3, R, R) in [0, 1], depth (N, 1, R, R) metres, valid masks (N, 1, R, R)."""
+    import torch
+
+    items = []
+    for d in dirs if isinstance(dirs, (list, tuple)) else [dirs]:
+        ds = SyntheticDepthDataset(d, resolution=resolution, seed=seed)
+        items += [ds[i] for i in range(min(len(ds), max_scenes or len(ds)))]
+    return tuple(torch.stack([it[k] for it in items]) for k in ("image", "depth", "valid_mask"))
+
+
 # ============================================================================ figure
 
 
