@@ -332,7 +332,10 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         syn, real = build_caches(cfg, model.vae, cache_root, progress=progress and accelerator.is_main_process)
     n_train, held_idx = heldout_split(len(syn), cfg.data.augmentations, tc.heldout)
     held = syn.tensors(held_idx) if held_idx else None
-    use_real = real is not None and len(real) > 0
+    use_real = real is not None and len(real) > 0 and cfg.loss.teacher_supervision != "none"
+    # Without teacher supervision there is no real half: the batch is refilled with synthetic
+    # samples, so every variant sees train.batch_size samples a step (issue 15).
+    syn_share = 1 if use_real else 2
     model.vae.to("cpu")  # the VAE is not needed while training on cached latents
 
     model.unet.train()
@@ -375,7 +378,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         for a in range(tc.grad_accumulation):
             m = step * tc.grad_accumulation + a
             batch = _micro_batch(syn, real if use_real else None, n_train, m, micro_half, rank, local_half,
-                                 tc.seed, acp_len, accelerator.device)
+                                 tc.seed, acp_len, accelerator.device, syn_share)
             with accelerator.accumulate(module):
                 total, terms = module(*batch)
                 accelerator.backward(total)
@@ -450,12 +453,16 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
 
 
 def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
-                 local_half: int, seed: int, acp_len: int, device):
-    lo = rank * local_half
-    idx = stream_indices(n_train, m * micro_half, micro_half, seed, 0)[lo:lo + local_half]
+                 local_half: int, seed: int, acp_len: int, device, syn_share: int = 1):
+    """One micro-step's tensors for this rank: ``syn_share`` × ``local_half`` synthetic samples
+    (2 when there is no real half, which the synthetic side then fills) and ``local_half`` real."""
+    n_syn, local_syn = micro_half * syn_share, local_half * syn_share
+    lo = rank * local_syn
+    idx = stream_indices(n_train, m * n_syn, n_syn, seed, 0)[lo:lo + local_syn]
     x0_syn, d_syn, mask_syn = syn.tensors(idx)
     if real is not None:
-        ridx = stream_indices(len(real), m * micro_half, micro_half, seed, 1)[lo:lo + local_half]
+        rlo = rank * local_half
+        ridx = stream_indices(len(real), m * micro_half, micro_half, seed, 1)[rlo:rlo + local_half]
         x0_real, d_real, mask_real = real.tensors(ridx)
     else:
         x0_real = d_real = mask_real = None

@@ -151,3 +151,24 @@ def test_cached_versions_are_pixel_space_mirrors_and_crops():
     assert not torch.equal(v2["image"], v0["image"])
     n_train, held = heldout_split(40, 4, 2)  # 10 scenes × 4 versions, 2 scenes held out
     assert n_train == 32 and list(held) == [32, 36]
+
+
+@pytest.mark.parametrize("teacher,n_syn,n_real", [("d_minus1", 4, 4), ("none", 8, 0)])
+def test_no_teacher_ablation_refills_the_batch_with_synthetic_samples(train_data, tmp_path, monkeypatch,
+                                                                      teacher, n_syn, n_real):
+    """Issue 15: dropping the teacher must not halve the batch (tiny: 8 samples a step)."""
+    import fiffdepth.losses as losses
+
+    seen = []
+    real_objective = losses.fiffdepth_objective
+
+    def spy(model, batch, cfg, **kw):
+        seen.append((batch.x0_syn.shape[0], 0 if batch.x0_real is None else batch.x0_real.shape[0]))
+        return real_objective(model, batch, cfg, **kw)
+
+    monkeypatch.setattr("fiffdepth.train.fiffdepth_objective", spy)
+    out = tmp_path / "run"
+    cfg = get_config("tiny", _overrides(train_data, out, **{"train.iterations": 2, "loss.teacher_supervision": teacher}))
+    assert cfg.train.batch_size == 8
+    train(cfg, progress=False, cache_root=tmp_path.parent / "shared-cache")
+    assert seen == [(n_syn, n_real)] * 2
