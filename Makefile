@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU install path: this pin takes the CPU wheel (a bare `torch` may pull a multi-GB CUDA build).
 TORCH_SPEC ?= torch==2.13.0
+# GPU install path: PyTorch's wheel index for your CUDA version, e.g.
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cu126 TORCH_SPEC=torch
+TORCH_INDEX ?=
 PRESET ?= tiny
 OUT ?= outputs
 PYTEST_ARGS ?=
@@ -24,7 +27,7 @@ $(BIN)/python:
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks]"
 	@touch $@
 
