@@ -46,6 +46,9 @@ class ModelConfig:
     prediction_type: str = "v_prediction"
     processing_resolution: int = 768
     gradient_checkpointing: bool = False
+    # "random": keep the pretrained VAE, scheduler and prompt embedding, but start the UNet from
+    # random weights (the "no generator prior" baseline; the latent space stays the same).
+    unet_init: str = "pretrained"
 
 
 @dataclass

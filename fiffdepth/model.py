@@ -122,6 +122,17 @@ class FiffDepthModel(nn.Module):
             torch.random.set_rng_state(gen_state)
         return cls(unet, vae, make_scheduler(cfg), emb, cfg.processing_resolution)
 
+    def reinit_unet(self, seed: int = 0) -> "FiffDepthModel":
+        """Replace the UNet by a randomly initialised one of the same config (seeded; the global RNG
+        is left as it was). The VAE, scheduler and prompt embedding stay."""
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            self.unet = UNet2DConditionModel.from_config(self.unet.config).to(self.unet.dtype)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return self
+
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, cfg: ModelConfig | None = None,
                         torch_dtype: torch.dtype | None = None) -> "FiffDepthModel":

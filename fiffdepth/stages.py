@@ -42,7 +42,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_trajectory": ("w/o diffusion trajectory (no L_k)", {"loss.trajectory": False}),
     "no_teacher": ("w/o teacher supervision", {"loss.teacher_supervision": "none"}),
     "teacher_on_d0": ("teacher supervision at d0", {"loss.teacher_supervision": "d0"}),
-    "random_init": ("random init (no generator prior)", {"model.pretrained": ""}),
+    "random_init": ("random-init UNet (no generator prior)", {"model.unet_init": "random"}),
 }
 MARIGOLD = "marigold"
 MARIGOLD_LABEL = "Marigold-style multi-step fine-tune"

@@ -290,10 +290,16 @@ def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
 
 # -- the loop ---------------------------------------------------------------------------------------------
 
+UNET_INITS = ("pretrained", "random")
+
+
 def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
-    if cfg.model.pretrained:
-        return FiffDepthModel.from_pretrained(cfg.model.pretrained, cfg.model)
-    return FiffDepthModel.from_config(cfg.model, seed=cfg.train.seed)
+    if cfg.model.unet_init not in UNET_INITS:
+        raise ValueError(f"model.unet_init must be one of {UNET_INITS}, got {cfg.model.unet_init!r}")
+    if not cfg.model.pretrained:
+        return FiffDepthModel.from_config(cfg.model, seed=cfg.train.seed)
+    model = FiffDepthModel.from_pretrained(cfg.model.pretrained, cfg.model)
+    return model.reinit_unet(cfg.train.seed) if cfg.model.unet_init == "random" else model
 
 
 def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None,

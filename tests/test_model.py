@@ -124,3 +124,23 @@ def test_cli_reports_unreachable_model_in_one_line(tmp_path):
     assert r.returncode == 2
     lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "local directory" in lines[0], r.stderr
+
+
+def test_random_init_unet_keeps_the_pretrained_latent_space():
+    """The "no generator prior" baseline: a seeded random UNet, the shipped VAE and embedding."""
+    from fiffdepth.config import get_config
+    from fiffdepth.train import _load_model
+
+    cfg = get_config("tiny")
+    prior = _load_model(cfg)
+    cfg.model.unet_init = "random"
+    a, b = _load_model(cfg), _load_model(cfg)
+    for k, v in prior.vae.state_dict().items():
+        assert torch.equal(a.vae.state_dict()[k], v)
+    assert torch.equal(a.empty_text_embedding, prior.empty_text_embedding)
+    ua, ub, up = a.unet.state_dict(), b.unet.state_dict(), prior.unet.state_dict()
+    assert ua.keys() == up.keys() and all(torch.equal(ua[k], ub[k]) for k in ua)  # seeded
+    assert not all(torch.equal(ua[k], up[k].to(ua[k].dtype)) for k in ua)
+    cfg.model.unet_init = "nonsense"
+    with pytest.raises(ValueError, match="unet_init"):
+        _load_model(cfg)
