@@ -46,6 +46,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 MARIGOLD = "marigold"
 MARIGOLD_LABEL = "Marigold-style multi-step fine-tune"
+# The fine-tuned model shipped in weights/fiffdepth (trained longer than make reproduce can afford):
+# scored and drawn beside the runs, so a reader sees what more steps give.
+SHIPPED = "shipped"
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,10 @@ def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50
         return mean_layout_predictor(L.synth)
     if variant == "teacher":
         return ev.depth_anything_predictor(str(L.teacher), device=device)
+    if variant == SHIPPED:
+        from .pipeline import FiffDepthPipeline
+
+        return FiffDepthPipeline.from_pretrained(_method_dir(L, SHIPPED), device=device)
     if variant == MARIGOLD:
         from .marigold import load_marigold
 
@@ -353,7 +360,7 @@ def _weights_digest(out: str | os.PathLike, variant: str) -> str:
         from .baselines import scenes_digest
 
         return scenes_digest(L.synth)
-    root = L.teacher if variant == "teacher" else L.runs / variant
+    root = _method_dir(L, variant)
     if not root.is_dir():
         return ""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")
@@ -361,7 +368,21 @@ def _weights_digest(out: str | os.PathLike, variant: str) -> str:
     return ";".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
 
 
+def _method_dir(L: Layout, method: str) -> Path:
+    """Where a scored method's weights live: the teacher, the shipped model, or a run under OUT/runs."""
+    if method == "teacher":
+        return L.teacher
+    if method == SHIPPED:
+        from .weights import WEIGHTS_DIR
+
+        return WEIGHTS_DIR / "fiffdepth"
+    return L.runs / method
+
+
 def label_of(variant: str) -> str:
+    if variant == SHIPPED:
+        steps = (_read_json(_method_dir(layout(), SHIPPED) / "summary.json") or {}).get("steps")
+        return f"FiffDepth, shipped weights ({steps} steps)" if steps else "FiffDepth, shipped weights"
     if variant == MEAN_LAYOUT:
         return MEAN_LAYOUT_LABEL
     if variant == MARIGOLD:
@@ -409,7 +430,7 @@ def _scorable(L: Layout, method: str) -> bool:
         return (L.synth / "depth").is_dir()
     if method == "teacher":
         return L.teacher.is_dir()
-    return (L.runs / method / "summary.json").is_file()
+    return (_method_dir(L, method) / "summary.json").is_file()
 
 
 def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
@@ -636,8 +657,8 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     scenes = [it["image"] for it in items]
     gts = [it["depth"][0].numpy() for it in items]
     valids = [it["valid_mask"][0].numpy() for it in items]
-    main = ["fiffdepth", MARIGOLD, "teacher"]
-    available = [m for m in main + list(variants) if m == "teacher" or (L.runs / m / "summary.json").is_file()]
+    main = ["fiffdepth", SHIPPED, MARIGOLD, "teacher"]
+    available = [m for m in main + list(variants) if _scorable(L, m)]
     preds_photo, preds_scene = {}, {}
     for m in available:
         p = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
@@ -648,7 +669,8 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     paths = [figs / "fig1_real_photos.png", figs / "fig5_heldout_scenes.png", figs / "fig6_boundaries.png",
              figs / "fig7_ablations.png"]
     plots.comparison_grid(hwc(photos), cols(preds_photo, main), out=paths[0],
-                          title="real photos (scikit-image): FiffDepth vs Marigold-style fine-tune vs teacher")
+                          title="real photos (scikit-image): FiffDepth (this run, shipped) vs Marigold-style "
+                                "fine-tune vs teacher")
     plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, out=paths[1],
                           title="held-out scenes (exact ground truth): "
                                 + ("synthetic rows, then real-styled rows" if len(domains) > 1 else "synthetic"))

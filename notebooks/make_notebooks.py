@@ -217,7 +217,9 @@ NOTEBOOKS["04_evaluate"] = [
 Table 1: affine-invariant depth (Marigold's protocol: least squares in depth, clip, per-image
 AbsRel and δ1, ×100). Table 2: Depth Pro's boundary F1. At the embedded default the benchmark
 is the held-out scenes (exact depth); FiffDepth is compared with the tiny teacher (our Depth
-Anything V2 analogue) and a Marigold-style multi-step fine-tune of the same UNet. At paper
+Anything V2 analogue) and a Marigold-style multi-step fine-tune of the same UNet. The row
+"FiffDepth, shipped weights" is the model in `weights/fiffdepth`: the same method trained for
+more steps than this notebook can afford, to show where more training goes. At paper
 scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 Table 3: `fiffdepth bench` times every method on the same components.
 
@@ -233,7 +235,7 @@ bench_resolution = 256   # Table 3 at 512 px: benchmarks/RESULTS.md (fiffdepth b
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
 stages.train_variant(out_dir, stages.MARIGOLD, steps=steps, preset=preset, overrides=overrides)
-results = stages.evaluate_methods(out_dir, ["fiffdepth", "teacher", stages.MARIGOLD], datasets=datasets,
+results = stages.evaluate_methods(out_dir, ["fiffdepth", stages.SHIPPED, "teacher", stages.MARIGOLD], datasets=datasets,
                                   max_images=max_images, marigold_steps=marigold_steps,
                                   marigold_ensemble=marigold_ensemble, device=device, name="main")
 display(Markdown(results["markdown"]))'''),
