@@ -30,14 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import staged_dir, write_text
+from .atomic import staged_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
 from .config import FiffDepthConfig, add_config_arguments, config_from_args
 from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
 from .model import FiffDepthModel
 
 CKPT_PREFIX = "checkpoint-"
-MANIFEST = "manifest.json"
 
 
 # -- data: sources -> latent caches ---------------------------------------------------------------
@@ -216,14 +215,6 @@ class ObjectiveModule(nn.Module):
 
 # -- checkpoints ----------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, ema, state: dict, keep: int) -> Path:
     """Atomically write checkpoint-<step>: temp dir, manifest of checksums last, then rename."""
     final = ckpt_root / f"{CKPT_PREFIX}{step:06d}"
@@ -238,12 +229,7 @@ def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, 
             rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
         (tmp / "rng_state.json").write_text(json.dumps(rng))
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(tmp)): _sha256(p) for p in files}
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2))
-        for p in [*files, tmp / MANIFEST]:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
+        write_manifest(tmp, {"step": step}, fsync=True)
     for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -257,20 +243,7 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
 
 def verify_checkpoint(path: Path) -> str | None:
     """None if complete and intact, else the problem (naming the file)."""
-    man = path / MANIFEST
-    if not man.is_file():
-        return f"{man}: missing (checkpoint half-written)"
-    try:
-        files = json.loads(man.read_text())["files"]
-    except (ValueError, KeyError) as err:
-        return f"{man}: unreadable ({err})"
-    for rel, digest in files.items():
-        f = path / rel
-        if not f.is_file():
-            return f"{f}: missing"
-        if _sha256(f) != digest:
-            return f"{f}: checksum mismatch (corrupt)"
-    return None
+    return verify_manifest(path)
 
 
 def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
