@@ -851,7 +851,7 @@ class SyntheticDepthDataset(DepthDataset):
             raise DataError(f"{self.root / 'depth' / (sid + '.npy')}: expected a 2-D depth map, got {depth.shape}")
         mask_path = self.root / "mask" / f"{sid}.png"
         mask = read_gray(mask_path) > 0.5 if mask_path.exists() else None
-        depth, valid = clean_depth(depth, valid=mask)
+        depth, valid = clean_depth(depth, valid=mask, name=str(self.root / "depth" / f"{sid}.npy"))
         return depth_item(rgb, depth, valid, sid)
 
 
