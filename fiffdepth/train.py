@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -33,10 +33,21 @@ from torch import nn
 from .atomic import staged_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
 from .config import FiffDepthConfig, add_config_arguments, config_from_args
+from .data.base import usable_items
+from .data.io import DataError
+from .hub import FiffDepthError
 from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
 from .model import FiffDepthModel
 
 CKPT_PREFIX = "checkpoint-"
+
+
+class ResumeError(FiffDepthError):
+    """A checkpoint that cannot be resumed (none intact, another run's), or one in the way of a fresh run."""
+
+
+class NonFiniteLossError(FiffDepthError, FloatingPointError):
+    pass
 
 
 # -- data: sources -> latent caches ---------------------------------------------------------------
@@ -68,8 +79,14 @@ def _real_dataset(entry: str):
 
 
 def pseudo_label_path(pseudo_dir: Path, name: str) -> Path:
-    """Where ``fiffdepth pseudolabel`` put the label of the image with this relative name."""
-    return pseudo_dir / Path(name.replace(":", "/")).with_suffix(".npy")
+    """The label of a real image: ``<relative path>.npy`` for a folder image (where ``fiffdepth
+    pseudolabel`` puts it), ``<shard stem>/<member path>.npy`` for a tar-shard member (name
+    ``shard.tar:member``). A name that would leave ``pseudo_dir`` is a ``DataError``."""
+    shard, sep, member = name.rpartition(".tar:")
+    rel = PurePosixPath(PurePosixPath(shard).name, member) if sep else PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or (sep and not member):
+        raise DataError(f"{name}: its pseudo-label path would leave {pseudo_dir}")
+    return pseudo_dir / Path(rel.with_suffix(".npy"))
 
 
 def _dataset_files(ds) -> list:
@@ -114,11 +131,10 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     n_aug = max(1, cfg.data.augmentations)
     n_syn = sum(len(d) for d in syn_sets) * n_aug
 
-    def syn_items():  # scene-major: the n_aug versions of a scene are adjacent
+    def syn_items():  # scene-major: the n_aug versions of a scene are adjacent; bad scenes dropped
         k = 0
         for d in syn_sets:
-            for i in range(len(d)):
-                item = d[i]
+            for item in usable_items(d):
                 for v in range(n_aug):
                     yield _augment(item, res, seed, k, v)
                 k += 1
@@ -140,19 +156,17 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def real_items():
         k = 0
         for d in real_sets:
-            for i in range(len(d)):
-                item = d[i]
-                label = pseudo_label_path(pseudo_dir, item["name"])
+            for item in usable_items(d):
                 try:
+                    label = pseudo_label_path(pseudo_dir, item["name"])
                     depth = np.load(label, allow_pickle=False).astype(np.float32)
-                except (OSError, ValueError) as err:
-                    missing.append(str(label))
-                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} unusable ({type(err).__name__})")
-                    continue
-                if depth.ndim != 2 or depth.shape != tuple(item["image"].shape[-2:]):
-                    missing.append(str(label))
-                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} has shape {depth.shape}, "
-                                  f"image is {tuple(item['image'].shape[-2:])}")
+                    if depth.shape != tuple(item["image"].shape[-2:]):
+                        raise DataError(f"{label}: shape {depth.shape}, image is {tuple(item['image'].shape[-2:])}")
+                    if not (np.isfinite(depth) & (depth > 0)).any():
+                        raise DataError(f"{label}: no valid pixel (all NaN, inf, zero or negative)")
+                except (OSError, ValueError) as err:  # DataError is a ValueError
+                    missing.append(item["name"])
+                    warnings.warn(f"skipping {item['name']}: pseudo-label unusable ({err})")
                     continue
                 t = torch.from_numpy(depth)[None]
                 valid = torch.isfinite(t) & (t > 0)
@@ -166,6 +180,9 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
                               progress=progress, description="real")
     if missing:
         warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
+    if real.valid_pixels() == 0:  # the teacher term would be exactly 0 for the whole run
+        raise DataError(f"{pseudo_dir}: no valid pseudo-label pixel in any of the {len(real)} cached real "
+                        "images (every label NaN/zero or masked out); the teacher term would be silently 0")
     return syn, real
 
 
@@ -247,18 +264,57 @@ def verify_checkpoint(path: Path) -> str | None:
 
 
 def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
-    """``latest``: newest intact checkpoint, warning about each broken one skipped; or a path."""
+    """``latest``: newest intact checkpoint, warning about each broken one skipped (None when
+    there is no checkpoint at all); or a path. No intact one among those there is an error."""
     if resume in ("", "none", None):
         return None
     candidates = list_checkpoints(ckpt_root)[::-1] if resume == "latest" else [Path(resume)]
+    problems = []
     for c in candidates:
         problem = verify_checkpoint(c)
         if problem is None:
             return c
+        problems.append(problem)
         warnings.warn(f"ignoring checkpoint {c.name}: {problem}; falling back to the previous one")
-    if resume != "latest":
-        raise ValueError(f"{resume}: no intact checkpoint there")
+    if problems:
+        where = ckpt_root if resume == "latest" else resume
+        raise ResumeError(f"{where}: no intact checkpoint ({len(problems)} broken, newest: {problems[0]}); "
+                          "pass --resume none --overwrite to start over")
     return None
+
+
+# Settings that say where a run goes and how long or how often it logs, not what it learns:
+# a checkpoint made under other values of these still belongs to the run.
+RUN_SETTINGS = ("train.output_dir", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
+                "train.log_every", "train.eval_every", "data.num_workers")
+
+
+def config_hash(cfg: FiffDepthConfig) -> str:
+    """sha256 (16 hex digits) of the method settings: the config without ``RUN_SETTINGS``."""
+    d = cfg.to_dict()
+    for key in RUN_SETTINGS:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_run_directory(ckpt_root: Path, resume: str | None, chash: str, force_resume: bool = False,
+                        overwrite: bool = False) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start), after checking that it belongs to
+    this run: same ``config_hash`` unless ``force_resume``. A fresh run into a directory that
+    already holds checkpoints is refused unless ``overwrite`` (the caller then removes them)."""
+    start = find_resume_checkpoint(ckpt_root, resume or "none")
+    if start is not None:
+        state = json.loads((start / "trainer_state.json").read_text())
+        theirs = state.get("config_hash")
+        if theirs != chash and not force_resume:
+            raise ResumeError(f"{start}: made with other method settings (config hash {theirs}, this run {chash}; "
+                              f"see {ckpt_root.parent / 'config.yaml'}); pass --force-resume to resume anyway, "
+                              "or --resume none --overwrite to start over")
+    elif resume in (None, "", "none") and list_checkpoints(ckpt_root) and not overwrite:
+        raise ResumeError(f"{ckpt_root}: holds checkpoints of an earlier run; pass --resume latest to continue it "
+                          "or --overwrite to delete them and start over")
+    return start
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -270,8 +326,12 @@ def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
 
 
 def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None,
-          on_log=None) -> dict:
+          on_log=None, force_resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) a training run; returns a summary dict. See the module docstring.
+
+    ``resume``: "latest", a checkpoint path, or None/"none" (fresh; refused where checkpoints
+    exist unless ``overwrite``). A checkpoint with other method settings is refused unless
+    ``force_resume`` (see ``check_run_directory``).
 
     ``on_log(record)`` (main process only) is called with each record appended to
     ``losses.jsonl`` — e.g. a live loss plot in a notebook (``fiffdepth.plots.LiveLossPlot``).
@@ -289,6 +349,11 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                               log_with=trackers, project_dir=str(out / "logs"))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
+    ckpt_root, chash = out / "checkpoints", config_hash(cfg)
+    start = check_run_directory(ckpt_root, resume, chash, force_resume, overwrite)
+    if start is None and overwrite and accelerator.is_main_process:
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    accelerator.wait_for_everyone()
     half = tc.batch_size // 2
     if half < world or half % (world * tc.grad_accumulation):
         raise ValueError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
@@ -320,9 +385,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     module = ObjectiveModule(model, cfg.loss)
     module, optimizer = accelerator.prepare(module, optimizer)
 
-    ckpt_root = out / "checkpoints"
     step = 0
-    start = find_resume_checkpoint(ckpt_root, resume or "none")
     if start is not None:
         step = _restore(start, accelerator.unwrap_model(module).model.unet, optimizer, lr_scheduler, ema)
         if accelerator.is_main_process:
@@ -351,6 +414,11 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                                  tc.seed, acp_len, accelerator.device)
             with accelerator.accumulate(module):
                 total, terms = module(*batch)
+                if not torch.isfinite(total):
+                    names = _batch_names(syn, real if use_real else None, n_train, m, micro_half, rank, local_half, tc.seed)
+                    good = [c for c in list_checkpoints(ckpt_root) if verify_checkpoint(c) is None]
+                    raise NonFiniteLossError(f"non-finite loss ({float(total.detach())}) at step {step + 1}, batch {names}; "
+                                             f"last good checkpoint: {good[-1] if good else 'none'}")
                 accelerator.backward(total)
                 if accelerator.sync_gradients and tc.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
@@ -381,7 +449,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 write_checkpoint(ckpt_root, step, accelerator.unwrap_model(module).model.unet, optimizer,
-                                 lr_scheduler, ema, {"step": step, "micro_step": step * tc.grad_accumulation,
+                                 lr_scheduler, ema, {"step": step, "config_hash": chash,
+                                                     "micro_step": step * tc.grad_accumulation,
                                                      "data_position": step * half, "world_size": world,
                                                      "last": last}, tc.keep_checkpoints)
             accelerator.wait_for_everyone()
@@ -440,6 +509,16 @@ def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: in
     return [t.to(device) if t is not None else None for t in tensors]
 
 
+def _batch_names(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
+                 local_half: int, seed: int) -> list[str]:
+    """The sample names ``_micro_batch`` drew for micro-step ``m`` on this rank (same indices)."""
+    lo = rank * local_half
+    names = [syn.names[i] for i in stream_indices(n_train, m * micro_half, micro_half, seed, 0)[lo:lo + local_half]]
+    if real is not None:
+        names += [real.names[i] for i in stream_indices(len(real), m * micro_half, micro_half, seed, 1)[lo:lo + local_half]]
+    return names
+
+
 @torch.no_grad()
 def heldout_d0_mae(model: FiffDepthModel, held, ema=None) -> float:
     """Eq. 5 on held-out synthetic latents (d0 against GT depth latents), EMA weights if kept."""
@@ -491,13 +570,14 @@ def _append_log(path: Path, record: dict) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint (a killed run may have logged further)."""
+    """On resume, drop log lines past the checkpoint (a killed run may have logged further); on a
+    fresh start (step 0) drop them all, since step 0 is logged again."""
     if not path.is_file():
         return
     keep = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= step:
+            if 0 < step and json.loads(line)["step"] <= step:
                 keep.append(line)
         except (ValueError, KeyError):
             continue  # a torn last line from a kill
@@ -542,6 +622,10 @@ def _has_tensorboard() -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", default="none", help="'latest', a checkpoint directory, or 'none' (default)")
+    parser.add_argument("--force-resume", action="store_true",
+                        help="resume even from a checkpoint made with other method settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="a fresh run into an output directory with checkpoints: delete them and start over")
     parser.add_argument("--output-dir", default=None, help="shortcut for --set train.output_dir=...")
     parser.add_argument("--cache-dir", default=None, help="latent cache root (default: <output_dir>/../.latent_cache)")
     parser.add_argument("--no-progress", action="store_true")
@@ -551,5 +635,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.output_dir:
         cfg = cfg.override({"train.output_dir": args.output_dir})
-    train(cfg, resume=args.resume, progress=not args.no_progress, cache_root=args.cache_dir)
+    train(cfg, resume=args.resume, progress=not args.no_progress, cache_root=args.cache_dir,
+          force_resume=args.force_resume, overwrite=args.overwrite)
     return 0
