@@ -187,6 +187,8 @@ class FiffDepthPipeline:
         if self.decoder is not None:  # nn.Module.to: diffusers' own .to warns about an empty fp32-module list
             torch.nn.Module.to(self.decoder, device=self.device, dtype=self.dtype)
         use_sdpa(model.unet, model.vae)
+        if self.device.type == "cpu" and not self.autocast:
+            thread_independent_1x1_convs(*modules)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for m in modules:
             m.to(memory_format=memory_format)
@@ -330,6 +332,33 @@ def use_sdpa(*modules) -> None:
         procs = getattr(m, "attn_processors", {})
         if procs and not all(isinstance(p, AttnProcessor2_0) for p in procs.values()):
             m.set_attn_processor(AttnProcessor2_0())
+
+
+def thread_independent_1x1_convs(*modules) -> None:
+    """Run each 1×1 ``Conv2d`` (stride 1, no padding, one group) as a matrix product, in place, so
+    its output does not depend on the thread count.
+
+    oneDNN's fp32 1×1 convolution kernel on CPU (the VAE's and the UNet's ``conv_shortcut``)
+    splits its sums differently for 1 and 2 threads (last-bit differences, up to ~5e-7; its
+    ``deterministic`` flag does not change that); the same product through ``torch.matmul`` (MKL
+    GEMM) gives the same bytes at 1 to 4 threads. The 3×3 convolutions keep oneDNN: their output
+    is already the same at 1, 2 and 4 threads.
+    """
+    for root in modules:
+        for conv in root.modules():
+            if (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+                    and conv.padding in ((0, 0), "valid") and conv.groups == 1 and "forward" not in vars(conv)):
+                conv.forward = _as_matmul(conv)
+
+
+def _as_matmul(conv: torch.nn.Conv2d):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, H, W) -> (B, C_out, H, W) = W (C_out, C_in) @ x (B, C_in, H·W) + b."""
+        b, c, h, w = x.shape
+        y = torch.matmul(conv.weight.flatten(1), x.reshape(b, c, h * w)).view(b, -1, h, w)
+        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+
+    return forward
 
 
 def _resolve_decoder(decoder, model: FiffDepthModel):

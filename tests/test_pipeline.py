@@ -303,3 +303,30 @@ def test_predict_bad_resolution_and_bad_model_exit_2_in_one_line(tmp_path, capsy
                             "--processing-resolution", "-5")
     assert code == 2 and err.strip().count("\n") == 0 and "processing_resolution=-5" in err
     assert not list((tmp_path / "o").glob("*.npy"))
+
+
+def test_same_bytes_at_one_and_two_threads(pipe):
+    """oneDNN's 1×1 convolution splits its sums by thread; the pipeline routes those convolutions around it."""
+    from fiffdepth.pipeline import thread_independent_1x1_convs
+
+    img = _rgb(45, 67, seed=7)
+    threads = torch.get_num_threads()
+    try:
+        out = {}
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            out[t] = [pipe(img).depth, pipe(img, processing_resolution=0).depth]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(out[1], out[2]))
+    conv = torch.nn.Conv2d(16, 32, 1)
+    x = torch.randn(2, 16, 48, 64)
+    with torch.no_grad():
+        ref = conv(x)
+        thread_independent_1x1_convs(conv)
+        fixed = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            fixed.append(conv(x))
+    torch.set_num_threads(threads)
+    assert torch.equal(*fixed) and torch.allclose(fixed[0], ref, atol=1e-5)  # the same convolution
