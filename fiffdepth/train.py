@@ -32,7 +32,7 @@ from torch import nn
 
 from .atomic import staged_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
-from .config import FiffDepthConfig, add_config_arguments, config_from_args
+from .config import ConfigError, FiffDepthConfig, add_config_arguments, config_from_args
 from .data.base import usable_items
 from .data.io import DataError
 from .hub import FiffDepthError
@@ -65,7 +65,7 @@ def _synthetic_dataset(entry: str):
     elif kind == "vkitti":
         from .data.vkitti import VirtualKITTI2Dataset as cls
     else:
-        raise ValueError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_raw, vkitti)")
+        raise ConfigError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_raw, vkitti)")
     return cls(path)
 
 
@@ -126,7 +126,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     seed = cfg.train.seed
     syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
     if not syn_sets:
-        raise ValueError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
+        raise ConfigError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
     syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.synthetic, syn_sets)]}
     n_aug = max(1, cfg.data.augmentations)
     n_syn = sum(len(d) for d in syn_sets) * n_aug
@@ -146,7 +146,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
         return syn, None
     pseudo_dir = Path(cfg.data.pseudo_labels)
     if not pseudo_dir.is_dir():
-        raise ValueError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
+        raise DataError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
     real_sets = [_real_dataset(e) for e in cfg.data.real]
     n_real = sum(len(d) for d in real_sets) * n_aug
     real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
@@ -356,7 +356,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     accelerator.wait_for_everyone()
     half = tc.batch_size // 2
     if half < world or half % (world * tc.grad_accumulation):
-        raise ValueError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
+        raise ConfigError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
                          f"{world} process(es) × {tc.grad_accumulation} accumulation step(s)")
     micro_half = half // tc.grad_accumulation  # global samples per half per micro-step
     local_half = micro_half // world

@@ -26,3 +26,19 @@ def test_model_error_is_one_line_exit_2(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: UNet") and str(tmp_path / "model") in err[0]
     with pytest.raises(FiffDepthError):
         main(["--debug", *argv])
+
+
+def test_train_config_and_data_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--set", "loss.gama=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loss.gama" in err
+    synth = tmp_path / "synth"
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(synth, n=2, size=16, seed=0, progress=False)
+    argv = ["train", "--no-progress", "--set", f"data.synthetic=embedded:{synth}", "--set", f"data.real={tmp_path}",
+            "--set", f"data.pseudo_labels={tmp_path / 'no-labels'}", "--set", "model.pretrained=",
+            "--set", "data.resolution=16", "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-labels: pseudo-label folder not found" in err[0]
