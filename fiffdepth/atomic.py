@@ -5,10 +5,15 @@ Files are written beside their target under a temporary name and moved into plac
 next to their target and swapped in by rename. Everything that fiffdepth writes for later
 reading — results, configs, pseudo-labels, figures, checkpoints, latent caches — goes
 through here.
+
+A directory that must arrive intact (a model, a checkpoint) also carries ``manifest.json``:
+the sha256 of each of its files, written last by ``write_manifest`` and checked by
+``verify_manifest``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -74,3 +79,49 @@ def staged_dir(directory: str | os.PathLike, prefix: str | None = None,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+MANIFEST = "manifest.json"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str | os.PathLike, extra: dict | None = None, fsync: bool = False) -> Path:
+    """``directory/manifest.json``: ``{**extra, "files": {relative path: sha256}}`` over every file
+    in ``directory`` (the manifest itself excluded). ``fsync``: flush each file to disk first."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    digests = {p.relative_to(directory).as_posix(): sha256(p) for p in files}
+    man = directory / MANIFEST
+    man.write_text(json.dumps({**(extra or {}), "files": digests}, indent=2))
+    if fsync:
+        for p in [*files, man]:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    return man
+
+
+def verify_manifest(directory: str | os.PathLike, required: bool = True) -> str | None:
+    """None when every file listed in ``directory/manifest.json`` is there with its checksum, else
+    the first problem, naming the file. Without a manifest: a problem when ``required``."""
+    directory = Path(directory)
+    man = directory / MANIFEST
+    if not man.is_file():
+        return f"{man}: missing (half-written)" if required else None
+    try:
+        files = json.loads(man.read_text())["files"]
+    except (ValueError, KeyError, TypeError) as err:
+        return f"{man}: unreadable ({err})"
+    for rel, digest in files.items():
+        f = directory / rel
+        if not f.is_file():
+            return f"{f}: missing"
+        if sha256(f) != digest:
+            return f"{f}: checksum mismatch (corrupt or modified since it was saved)"
+    return None

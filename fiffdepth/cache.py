@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, latent_valid_mask, normalize_depth
+from .data.io import DataError
 
 CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 1}
 
@@ -97,6 +98,14 @@ class LatentCache(torch.utils.data.Dataset):
         j = i - self.offsets[k]
         return s["x0"][j], s["d"][j], s["mask"][j]
 
+    def valid_pixels(self) -> int:
+        """Valid latent pixels over the whole cache (reads only the masks)."""
+        total = 0
+        for shard in self.shards:
+            with safe_open(str(shard), framework="pt") as f:
+                total += int(f.get_tensor("mask").sum())
+        return total
+
     def tensors(self, indices: Iterable[int] | None = None):
         """Stacked (x0, d, mask) for the given indices (all by default)."""
         idx = range(len(self)) if indices is None else list(indices)
@@ -161,7 +170,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
                 flush_shard(tmp)
         flush_shard(tmp)
         if not shards:
-            raise ValueError(f"{description}: no usable samples to cache")
+            raise DataError(f"{description}: no usable samples to cache")
         (tmp / "index.json").write_text(json.dumps({"key": key, "shards": shards, "names": names,
                                                     "codec": CODEC_SETTINGS}))
     return LatentCache(target)

@@ -3,6 +3,10 @@
 Each sub-command lives in the module that owns its idea; that module exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported lazily so
 ``fiffdepth --help`` stays fast and a sub-command only pays for what it uses.
+
+Exit codes: 0 done; 1 some inputs failed (the command counted and named them); 2 a usage, model
+or data error. The project's errors (``FiffDepthError``, ``DataError``) are printed as one
+``error:`` line; ``--debug`` (anywhere on the command line) shows their traceback instead.
 """
 
 from __future__ import annotations
@@ -38,10 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
+    try:
+        return _run(argv)
+    except Exception as err:
+        from .data.io import DataError
+        from .hub import FiffDepthError
+
+        if debug or not isinstance(err, (FiffDepthError, DataError)):
+            raise
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str]) -> int:
     module_name, help_text = COMMANDS[argv[0]]
     try:
         module = importlib.import_module(module_name)

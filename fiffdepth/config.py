@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .atomic import write_text
+from .hub import FiffDepthError
 
 SD2_HUB_ID = "stabilityai/stable-diffusion-2"
 DA2_LARGE_HUB_ID = "depth-anything/Depth-Anything-V2-Large-hf"
@@ -356,8 +357,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, default_preset: str = 
     )
 
 
+class ConfigError(FiffDepthError, ValueError):
+    """A preset, config file or ``--set`` override that does not make a config (one CLI line)."""
+
+
 def config_from_args(args: argparse.Namespace) -> FiffDepthConfig:
-    return get_config(args.preset, args.overrides)
+    try:
+        return get_config(args.preset, args.overrides)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

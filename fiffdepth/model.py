@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import replace_dir, staged_dir
+from .atomic import MANIFEST, replace_dir, staged_dir, verify_manifest, write_manifest
 from .config import ModelConfig
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 
@@ -141,19 +141,31 @@ class FiffDepthModel(nn.Module):
         Both layouts have ``unet/``, ``vae/`` and ``scheduler/`` subfolders; a FiffDepth directory
         also has ``empty_text_embedding.safetensors``, an SD directory ``text_encoder/`` +
         ``tokenizer/`` from which the embedding is computed once.
+
+        A local FiffDepth directory must hold ``model_index.json``; when it has a ``manifest.json``
+        (written by ``save_pretrained``) every file it lists is checked against its sha256 first. The
+        processing resolution is the index's ``fiffdepth.processing_resolution``, else ``cfg``'s
+        when a config is given, else the UNet's ``sample_size`` × the VAE's scale factor.
         """
+        cfg_given = cfg is not None
         cfg = cfg or ModelConfig()
         src = str(id_or_path)
+        index = _check_model_dir(Path(src).expanduser()) if looks_like_local_path(src) else None
         kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
         unet = load_or_explain(lambda s: UNet2DConditionModel.from_pretrained(s, subfolder="unet", **kw), src, "UNet")
         vae = load_or_explain(lambda s: AutoencoderKL.from_pretrained(s, subfolder="vae", **kw), src, "VAE")
         scheduler = _load_scheduler(src, cfg)
         emb = _load_empty_embedding(src)
-        res = cfg.processing_resolution
-        index = _read_index(src)
-        if index is not None:
-            res = int(index.get("fiffdepth", {}).get("processing_resolution", res))
-        return cls(unet, vae, scheduler, emb, res)
+        res = (index or {}).get("fiffdepth", {}).get("processing_resolution")
+        if res is None and cfg_given:
+            res = cfg.processing_resolution
+        if res is None:
+            if not unet.config.get("sample_size"):
+                raise FiffDepthError(f"{src}: no processing resolution: {INDEX_FILE} has no fiffdepth.processing_resolution "
+                                     "and the UNet config no sample_size")
+            sample = unet.config.sample_size
+            res = (max(sample) if isinstance(sample, (list, tuple)) else int(sample)) * 2 ** (len(vae.config.block_out_channels) - 1)
+        return cls(unet, vae, scheduler, emb, int(res))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the diffusers directory layout atomically (temp dir, then rename)."""
@@ -173,6 +185,7 @@ class FiffDepthModel(nn.Module):
                               "feed_forward_timestep": FEED_FORWARD_T, "extend_timestep": EXTEND_T},
             }
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
+            write_manifest(tmp)
         return directory
 
     @property
@@ -184,7 +197,7 @@ class FiffDepthModel(nn.Module):
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
 
 
-MODEL_ENTRIES = ("unet", "vae", "scheduler", EMPTY_EMBEDDING_FILE, INDEX_FILE)
+MODEL_ENTRIES = ("unet", "vae", "scheduler", EMPTY_EMBEDDING_FILE, MANIFEST, INDEX_FILE)
 
 
 def _replace_dir(tmp: Path, directory: Path) -> None:
@@ -211,6 +224,23 @@ def _replace_dir(tmp: Path, directory: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         return
     replace_dir(tmp, directory)
+
+
+def _check_model_dir(path: Path) -> dict | None:
+    """The index of the local model directory ``path``, after checking the files its manifest
+    lists; one line naming the file when something is wrong. A FiffDepth directory must have its
+    index; a Stable Diffusion one may lack it (None). None too when ``path`` is not a directory
+    (the loaders say why)."""
+    if not path.is_dir():
+        return None
+    problem = verify_manifest(path, required=False)
+    if problem is not None:
+        raise FiffDepthError(problem)
+    index = _read_index(str(path))
+    if index is None and (path / EMPTY_EMBEDDING_FILE).is_file():  # save_pretrained always writes both
+        raise FiffDepthError(f"{path / INDEX_FILE}: missing from a FiffDepth model directory (it holds the processing "
+                             "resolution; write the directory with save_pretrained)")
+    return index
 
 
 def _read_index(src: str) -> dict | None:

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
 from .codecs import DepthCodec, ImageCodec
-from .hub import FiffDepthError
+from .hub import FiffDepthError, UsageError
 from .model import FiffDepthModel
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -55,20 +58,23 @@ class FiffDepthOutput:
 # -- inputs ------------------------------------------------------------------------------------
 
 def image_to_tensor(image) -> torch.Tensor:
-    """PIL image, numpy array (H, W[, C]) or tensor (3, H, W) -> float32 (3, H, W) in [0, 1].
+    """PIL image, numpy array (H, W[, C]) or tensor ([C,] H, W) -> float32 (3, H, W) in [0, 1].
 
-    Grayscale is replicated to RGB, alpha dropped, 16-bit and float inputs scaled to [0, 1].
+    Grayscale is replicated to RGB, alpha dropped. Integer data is scaled by its dtype's range
+    (uint8 / 255, uint16 / 65535); float data must already lie in [0, 1] (no clamp: a 0–255
+    float image would otherwise become all white).
     """
     if isinstance(image, Image.Image):
         return image_to_tensor(pil_to_array(image))
     if torch.is_tensor(image):
-        t = image.detach().float().cpu()
+        t = image.detach().cpu()
         if t.ndim == 2:
             t = t[None]
         if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise BadImageError(f"tensor image must be (3, H, W) in [0, 1], got shape {tuple(t.shape)}")
+            raise BadImageError(f"tensor image must be (3, H, W), got shape {tuple(t.shape)}")
         t = t[:3] if t.shape[0] >= 3 else t.repeat(3, 1, 1)
-        return _check_size(t.clamp(0.0, 1.0))
+        x = (t.float() if t.is_floating_point() else t).numpy()
+        return _check_size(torch.from_numpy(np.ascontiguousarray(to_unit_range(x))))
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -76,22 +82,30 @@ def image_to_tensor(image) -> torch.Tensor:
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
         raise BadImageError(f"array image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    arr = arr[..., :3]
-    if arr.dtype == np.uint8:
-        x = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        x = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.integer):
-        x = arr.astype(np.float32) / max(1.0, float(arr.max()))
-    elif arr.dtype == bool:
-        x = arr.astype(np.float32)
-    else:
-        x = arr.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise BadImageError("image holds NaN or inf values")
-        if x.max() > 1.0 + 1e-6:  # float in 0..255
-            x = x / 255.0
-    return _check_size(torch.from_numpy(np.ascontiguousarray(x.clip(0.0, 1.0))).permute(2, 0, 1))
+    x = to_unit_range(arr[..., :3])
+    return _check_size(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1))
+
+
+INTEGER_RANGES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def to_unit_range(x: np.ndarray) -> np.ndarray:
+    """Pixel values -> float32 in [0, 1]: uint8 and uint16 divided by their dtype's maximum, bool
+    as 0/1, float checked (finite, within [0, 1]). Other dtypes raise ``BadImageError``."""
+    if x.dtype == bool:
+        return x.astype(np.float32)
+    if x.dtype in INTEGER_RANGES:
+        return x.astype(np.float32) / np.float32(INTEGER_RANGES[x.dtype])
+    if not np.issubdtype(x.dtype, np.floating):
+        raise BadImageError(f"image of dtype {x.dtype}: pass uint8 (0–255), uint16 (0–65535) or float in [0, 1]")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise BadImageError("image holds NaN or inf values")
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if lo < 0.0 or hi > 1.0:
+        raise BadImageError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
+                            "(divide 0–255 data by 255, or pass it as uint8)")
+    return x
 
 
 def pil_to_array(img: Image.Image) -> np.ndarray:
@@ -119,7 +133,7 @@ def load_image(path: str | Path) -> tuple[torch.Tensor, list[str]]:
             img.load()
             mode = img.mode
             arr = pil_to_array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise BadImageError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     if mode in ("L", "LA", "1", "I;16", "I", "F", "I;16B", "I;16L"):
         notes.append(f"grayscale ({mode}) replicated to RGB")
@@ -173,6 +187,8 @@ class FiffDepthPipeline:
         if self.decoder is not None:  # nn.Module.to: diffusers' own .to warns about an empty fp32-module list
             torch.nn.Module.to(self.decoder, device=self.device, dtype=self.dtype)
         use_sdpa(model.unet, model.vae)
+        if self.device.type == "cpu" and not self.autocast:
+            thread_independent_1x1_convs(*modules)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         for m in modules:
             m.to(memory_format=memory_format)
@@ -212,17 +228,27 @@ class FiffDepthPipeline:
     def size_multiple(self) -> int:
         return self.model.vae_scale_factor * self.model.unet_downsample
 
+    def check_processing_resolution(self, processing_resolution: int | None) -> int:
+        """The longest side to process at: None -> the model's default, 0 -> native (as in
+        Marigold), otherwise at least ``size_multiple`` (one latent pixel per UNet level)."""
+        res = self.model.processing_resolution if processing_resolution is None else processing_resolution
+        if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or (res != 0 and res < self.size_multiple):
+            raise UsageError(f"processing_resolution={res!r}: use 0 (native) or an integer ≥ {self.size_multiple} "
+                             f"(the model's latent multiple)")
+        return int(res)
+
     @torch.no_grad()
     def __call__(self, images, processing_resolution: int | None = None, match_input_resolution: bool = True,
                  batch_size: int = 1, return_extended: bool = False, output_latent: bool = False,
                  show_progress_bar: bool = False) -> FiffDepthOutput:
-        """images: a PIL image, numpy array, (3, H, W)/(B, 3, H, W) tensor in [0, 1], or a list of them.
+        """images: a PIL image, numpy array, (3, H, W)/(B, 3, H, W) tensor, or a list of them
+        (uint8/uint16 scaled by their range, float in [0, 1]; see ``image_to_tensor``).
 
         processing_resolution: longest side the image is resized to before encoding (0 = native,
-        None = the model's default). Outputs are resized back when ``match_input_resolution``.
+        None = the model's default; see ``check_processing_resolution``). Outputs are resized back when ``match_input_resolution``.
         """
+        res = self.check_processing_resolution(processing_resolution)
         tensors = self._as_tensor_list(images)
-        res = self.model.processing_resolution if processing_resolution is None else int(processing_resolution)
         depths, extended, latents = [], [], []
         order = range(0, len(tensors), max(1, batch_size))
         if show_progress_bar:
@@ -308,6 +334,33 @@ def use_sdpa(*modules) -> None:
             m.set_attn_processor(AttnProcessor2_0())
 
 
+def thread_independent_1x1_convs(*modules) -> None:
+    """Run each 1×1 ``Conv2d`` (stride 1, no padding, one group) as a matrix product, in place, so
+    its output does not depend on the thread count.
+
+    oneDNN's fp32 1×1 convolution kernel on CPU (the VAE's and the UNet's ``conv_shortcut``)
+    splits its sums differently for 1 and 2 threads (last-bit differences, up to ~5e-7; its
+    ``deterministic`` flag does not change that); the same product through ``torch.matmul`` (MKL
+    GEMM) gives the same bytes at 1 to 4 threads. The 3×3 convolutions keep oneDNN: their output
+    is already the same at 1, 2 and 4 threads.
+    """
+    for root in modules:
+        for conv in root.modules():
+            if (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+                    and conv.padding in ((0, 0), "valid") and conv.groups == 1 and "forward" not in vars(conv)):
+                conv.forward = _as_matmul(conv)
+
+
+def _as_matmul(conv: torch.nn.Conv2d):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, H, W) -> (B, C_out, H, W) = W (C_out, C_in) @ x (B, C_in, H·W) + b."""
+        b, c, h, w = x.shape
+        y = torch.matmul(conv.weight.flatten(1), x.reshape(b, c, h * w)).view(b, -1, h, w)
+        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+
+    return forward
+
+
 def _resolve_decoder(decoder, model: FiffDepthModel):
     """"full" -> None (the VAE decodes); "tiny" -> the distilled decoder next to the model's weights."""
     if decoder is None or (isinstance(decoder, str) and decoder == "full"):
@@ -359,10 +412,18 @@ def colorize_depth(depth: np.ndarray, cmap: str = "Spectral") -> np.ndarray:
     return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
 
 
+OUTPUT_MARKER = ".fiffdepth-predict.json"  # in every --out folder: what predict wrote there
+
+
+def output_names(stem: str) -> list[str]:
+    """The files ``write_depth_outputs`` writes for ``stem``."""
+    return [f"{stem}.png", f"{stem}.npy", f"{stem}_colored.png"]
+
+
 def write_depth_outputs(depth: np.ndarray, out_dir: Path, stem: str, cmap: str = "Spectral") -> list[Path]:
     """Write ``<stem>.png`` (16-bit, depth × 65535), ``<stem>.npy`` (float32) and ``<stem>_colored.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    png16, npy, colored = out_dir / f"{stem}.png", out_dir / f"{stem}.npy", out_dir / f"{stem}_colored.png"
+    png16, npy, colored = (out_dir / name for name in output_names(stem))
     d = np.asarray(depth, dtype=np.float32)
     atomic_write(png16, lambda p: Image.fromarray((np.clip(d, 0, 1) * 65535.0 + 0.5).astype(np.uint16)).save(p, format="PNG"))
     atomic_write(npy, lambda p: np.save(p, d))
@@ -370,21 +431,75 @@ def write_depth_outputs(depth: np.ndarray, out_dir: Path, stem: str, cmap: str =
     return [png16, npy, colored]
 
 
-def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Expand files and directories (recursively) into image files; returns (files, problems)."""
+def find_images(inputs: Sequence[str | Path], exclude: Sequence[str | Path] = ()) -> tuple[list[Path], list[str]]:
+    """Expand files and directories (recursively) into image files; returns (files, problems).
+
+    Inside a directory, the folders in ``exclude`` and every folder predict has written to (one
+    holding ``OUTPUT_MARKER``) are skipped, so depth maps are never read back as images.
+    """
+    excluded = {Path(e).resolve() for e in exclude}
     files, problems = [], []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            found = []
+            for root, dirs, names in os.walk(p):
+                root = Path(root)
+                dirs[:] = [d for d in dirs if (root / d).resolve() not in excluded and not (root / d / OUTPUT_MARKER).exists()]
+                found += [root / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS and (root / n).is_file()]
             if not found:
                 problems.append(f"{p}: directory holds no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            files.extend(sorted(found))
         elif p.is_file():
             files.append(p)
         else:
             problems.append(f"{p}: no such file or directory")
     return files, problems
+
+
+def prepare_out_dir(out_dir: Path, inputs: Sequence[str | Path]) -> set[str]:
+    """Check ``--out`` before anything is loaded: not an input folder, writable. Creates it and
+    returns the names in it that predict must not overwrite (files it did not write there)."""
+    out_r = out_dir.resolve()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir() and p.resolve() == out_r:
+            raise UsageError(f"--out {out_dir} is the input folder {p}: the depth maps would overwrite or mix with "
+                             "the images; choose another folder (a subfolder of the input is fine, it is skipped)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"--out {out_dir}: not writable ({err.strerror or err})") from None
+    ours = set(read_output_record(out_dir))
+    return {q.name for q in out_dir.iterdir() if q.is_file() and q.name not in ours and q.name != OUTPUT_MARKER}
+
+
+def read_output_record(out_dir: Path) -> list[str]:
+    """The file names earlier predict runs wrote into ``out_dir`` (from its ``OUTPUT_MARKER``)."""
+    try:
+        return list(json.loads((out_dir / OUTPUT_MARKER).read_text())["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def plan_stems(files: Sequence[Path], out_dir: Path, taken: set[str]) -> list[str]:
+    """An output stem per input file such that no output name is used twice, none is the path of
+    an input, and none is in ``taken``: ``x.png`` and ``x.jpg`` give ``x`` and ``x_1``, an input
+    ``x_colored.png`` next to ``x.png`` gets ``x_colored_1`` if ``x``'s colour map took its name."""
+    out_r = out_dir.resolve()
+    used = set(taken) | {f.name for f in files if f.resolve().parent == out_r}
+    stems = []
+    for f in files:
+        stem, k = f.stem, 1
+        while any(name in used for name in output_names(stem)):
+            stem, k = f"{f.stem}_{k}", k + 1
+        used.update(output_names(stem))
+        stems.append(stem)
+    return stems
 
 
 # -- CLI: fiffdepth predict -------------------------------------------------------------------------
@@ -393,7 +508,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     parser.add_argument("--model", default=None,
                         help="FiffDepth model directory (or hub id); default: the embedded model shipped in weights/fiffdepth")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True,
+                        help="output directory (not an input folder; a subfolder of one is skipped when listing)")
     parser.add_argument("--processing-resolution", type=int, default=None,
                         help="longest side for processing (0 = native; default: the model's)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -407,50 +523,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit code 0: every input written; 1: some inputs failed; 2 (``FiffDepthError``, raised to
+    ``fiffdepth.cli``): a usage or model problem, before any image is processed."""
     from tqdm.auto import tqdm
 
-    files, problems = find_images(args.images)
+    from .atomic import write_json
+
+    out_dir = Path(args.out)
+    taken = prepare_out_dir(out_dir, args.images)
+    files, problems = find_images(args.images, exclude=[out_dir])
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)
     if not files:
         print("error: no images to process", file=sys.stderr)
         return 1
+    stems = plan_stems(files, out_dir, taken)
+    record = read_output_record(out_dir)
+    write_json(out_dir / OUTPUT_MARKER, {"outputs": record})  # marks the folder as output at once (listing skips it)
     if args.model is None:
         from .weights import shipped
 
         try:
             args.model = str(shipped("fiffdepth"))
         except FileNotFoundError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    try:
-        pipe = FiffDepthPipeline.from_pretrained(args.model, device=args.device, decoder=args.decoder,
-                                                 torch_dtype=torch.bfloat16 if args.bf16 else None,
-                                                 compile=args.compile)
-    except FiffDepthError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out)
-    used_stems: set[str] = set()
+            raise FiffDepthError(str(err)) from None
+    pipe = FiffDepthPipeline.from_pretrained(args.model, device=args.device, decoder=args.decoder,
+                                             torch_dtype=torch.bfloat16 if args.bf16 else None,
+                                             compile=args.compile)
+    res = pipe.check_processing_resolution(args.processing_resolution)
     failed = len(problems)
     written = 0
-    for path in tqdm(files, desc="predict", unit="img"):
+    for path, stem in tqdm(list(zip(files, stems)), desc="predict", unit="img"):
         try:
             image, notes = load_image(path)
             for note in notes:
                 tqdm.write(f"note: {path}: {note}", file=sys.stderr)
-            depth = pipe(image, processing_resolution=args.processing_resolution).depth[0]
-        except BadImageError as err:
+            depth = pipe(image, processing_resolution=res).depth[0]
+            write_depth_outputs(depth, out_dir, stem, args.cmap)
+        except (BadImageError, OSError) as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        stem = path.stem
-        k = 1
-        while stem in used_stems:
-            stem = f"{path.stem}_{k}"
-            k += 1
-        used_stems.add(stem)
-        write_depth_outputs(depth, out_dir, stem, args.cmap)
+        record += [n for n in output_names(stem) if n not in record]
         written += 1
+    write_json(out_dir / OUTPUT_MARKER, {"outputs": record})
     print(f"wrote {written} depth map(s) to {out_dir}" + (f"; {failed} input(s) failed" if failed else ""))
     return 0 if failed == 0 else 1

@@ -24,20 +24,30 @@ import os
 import shutil
 import time
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 from torch import nn
 
-from .atomic import staged_dir, write_text
+from .atomic import staged_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
-from .config import FiffDepthConfig, add_config_arguments, config_from_args
+from .config import ConfigError, FiffDepthConfig, add_config_arguments, config_from_args
+from .data.base import usable_items
+from .data.io import DataError
+from .hub import FiffDepthError
 from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
 from .model import FiffDepthModel
 
 CKPT_PREFIX = "checkpoint-"
-MANIFEST = "manifest.json"
+
+
+class ResumeError(FiffDepthError):
+    """A checkpoint that cannot be resumed (none intact, another run's), or one in the way of a fresh run."""
+
+
+class NonFiniteLossError(FiffDepthError, FloatingPointError):
+    pass
 
 
 # -- data: sources -> latent caches ---------------------------------------------------------------
@@ -55,7 +65,7 @@ def _synthetic_dataset(entry: str):
     elif kind == "vkitti":
         from .data.vkitti import VirtualKITTI2Dataset as cls
     else:
-        raise ValueError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_raw, vkitti)")
+        raise ConfigError(f"data.synthetic entry {entry!r}: unknown kind {kind!r} (embedded, hypersim, hypersim_raw, vkitti)")
     return cls(path)
 
 
@@ -69,8 +79,14 @@ def _real_dataset(entry: str):
 
 
 def pseudo_label_path(pseudo_dir: Path, name: str) -> Path:
-    """Where ``fiffdepth pseudolabel`` put the label of the image with this relative name."""
-    return pseudo_dir / Path(name.replace(":", "/")).with_suffix(".npy")
+    """The label of a real image: ``<relative path>.npy`` for a folder image (where ``fiffdepth
+    pseudolabel`` puts it), ``<shard stem>/<member path>.npy`` for a tar-shard member (name
+    ``shard.tar:member``). A name that would leave ``pseudo_dir`` is a ``DataError``."""
+    shard, sep, member = name.rpartition(".tar:")
+    rel = PurePosixPath(PurePosixPath(shard).name, member) if sep else PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or (sep and not member):
+        raise DataError(f"{name}: its pseudo-label path would leave {pseudo_dir}")
+    return pseudo_dir / Path(rel.with_suffix(".npy"))
 
 
 def _dataset_files(ds) -> list:
@@ -110,16 +126,15 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     seed = cfg.train.seed
     syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
     if not syn_sets:
-        raise ValueError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
+        raise ConfigError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
     syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.synthetic, syn_sets)]}
     n_aug = max(1, cfg.data.augmentations)
     n_syn = sum(len(d) for d in syn_sets) * n_aug
 
-    def syn_items():  # scene-major: the n_aug versions of a scene are adjacent
+    def syn_items():  # scene-major: the n_aug versions of a scene are adjacent; bad scenes dropped
         k = 0
         for d in syn_sets:
-            for i in range(len(d)):
-                item = d[i]
+            for item in usable_items(d):
                 for v in range(n_aug):
                     yield _augment(item, res, seed, k, v)
                 k += 1
@@ -131,7 +146,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
         return syn, None
     pseudo_dir = Path(cfg.data.pseudo_labels)
     if not pseudo_dir.is_dir():
-        raise ValueError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
+        raise DataError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
     real_sets = [_real_dataset(e) for e in cfg.data.real]
     n_real = sum(len(d) for d in real_sets) * n_aug
     real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
@@ -141,19 +156,17 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def real_items():
         k = 0
         for d in real_sets:
-            for i in range(len(d)):
-                item = d[i]
-                label = pseudo_label_path(pseudo_dir, item["name"])
+            for item in usable_items(d):
                 try:
+                    label = pseudo_label_path(pseudo_dir, item["name"])
                     depth = np.load(label, allow_pickle=False).astype(np.float32)
-                except (OSError, ValueError) as err:
-                    missing.append(str(label))
-                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} unusable ({type(err).__name__})")
-                    continue
-                if depth.ndim != 2 or depth.shape != tuple(item["image"].shape[-2:]):
-                    missing.append(str(label))
-                    warnings.warn(f"skipping {item['name']}: pseudo-label {label} has shape {depth.shape}, "
-                                  f"image is {tuple(item['image'].shape[-2:])}")
+                    if depth.shape != tuple(item["image"].shape[-2:]):
+                        raise DataError(f"{label}: shape {depth.shape}, image is {tuple(item['image'].shape[-2:])}")
+                    if not (np.isfinite(depth) & (depth > 0)).any():
+                        raise DataError(f"{label}: no valid pixel (all NaN, inf, zero or negative)")
+                except (OSError, ValueError) as err:  # DataError is a ValueError
+                    missing.append(item["name"])
+                    warnings.warn(f"skipping {item['name']}: pseudo-label unusable ({err})")
                     continue
                 t = torch.from_numpy(depth)[None]
                 valid = torch.isfinite(t) & (t > 0)
@@ -167,6 +180,9 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
                               progress=progress, description="real")
     if missing:
         warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
+    if real.valid_pixels() == 0:  # the teacher term would be exactly 0 for the whole run
+        raise DataError(f"{pseudo_dir}: no valid pseudo-label pixel in any of the {len(real)} cached real "
+                        "images (every label NaN/zero or masked out); the teacher term would be silently 0")
     return syn, real
 
 
@@ -216,14 +232,6 @@ class ObjectiveModule(nn.Module):
 
 # -- checkpoints ----------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, ema, state: dict, keep: int) -> Path:
     """Atomically write checkpoint-<step>: temp dir, manifest of checksums last, then rename."""
     final = ckpt_root / f"{CKPT_PREFIX}{step:06d}"
@@ -238,12 +246,7 @@ def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, 
             rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
         (tmp / "rng_state.json").write_text(json.dumps(rng))
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        manifest = {str(p.relative_to(tmp)): _sha256(p) for p in files}
-        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2))
-        for p in [*files, tmp / MANIFEST]:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
+        write_manifest(tmp, {"step": step}, fsync=True)
     for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -257,35 +260,61 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
 
 def verify_checkpoint(path: Path) -> str | None:
     """None if complete and intact, else the problem (naming the file)."""
-    man = path / MANIFEST
-    if not man.is_file():
-        return f"{man}: missing (checkpoint half-written)"
-    try:
-        files = json.loads(man.read_text())["files"]
-    except (ValueError, KeyError) as err:
-        return f"{man}: unreadable ({err})"
-    for rel, digest in files.items():
-        f = path / rel
-        if not f.is_file():
-            return f"{f}: missing"
-        if _sha256(f) != digest:
-            return f"{f}: checksum mismatch (corrupt)"
-    return None
+    return verify_manifest(path)
 
 
 def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
-    """``latest``: newest intact checkpoint, warning about each broken one skipped; or a path."""
+    """``latest``: newest intact checkpoint, warning about each broken one skipped (None when
+    there is no checkpoint at all); or a path. No intact one among those there is an error."""
     if resume in ("", "none", None):
         return None
     candidates = list_checkpoints(ckpt_root)[::-1] if resume == "latest" else [Path(resume)]
+    problems = []
     for c in candidates:
         problem = verify_checkpoint(c)
         if problem is None:
             return c
+        problems.append(problem)
         warnings.warn(f"ignoring checkpoint {c.name}: {problem}; falling back to the previous one")
-    if resume != "latest":
-        raise ValueError(f"{resume}: no intact checkpoint there")
+    if problems:
+        where = ckpt_root if resume == "latest" else resume
+        raise ResumeError(f"{where}: no intact checkpoint ({len(problems)} broken, newest: {problems[0]}); "
+                          "pass --resume none --overwrite to start over")
     return None
+
+
+# Settings that say where a run goes and how long or how often it logs, not what it learns:
+# a checkpoint made under other values of these still belongs to the run.
+RUN_SETTINGS = ("train.output_dir", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
+                "train.log_every", "train.eval_every", "data.num_workers")
+
+
+def config_hash(cfg: FiffDepthConfig) -> str:
+    """sha256 (16 hex digits) of the method settings: the config without ``RUN_SETTINGS``."""
+    d = cfg.to_dict()
+    for key in RUN_SETTINGS:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def check_run_directory(ckpt_root: Path, resume: str | None, chash: str, force_resume: bool = False,
+                        overwrite: bool = False) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start), after checking that it belongs to
+    this run: same ``config_hash`` unless ``force_resume``. A fresh run into a directory that
+    already holds checkpoints is refused unless ``overwrite`` (the caller then removes them)."""
+    start = find_resume_checkpoint(ckpt_root, resume or "none")
+    if start is not None:
+        state = json.loads((start / "trainer_state.json").read_text())
+        theirs = state.get("config_hash")
+        if theirs != chash and not force_resume:
+            raise ResumeError(f"{start}: made with other method settings (config hash {theirs}, this run {chash}; "
+                              f"see {ckpt_root.parent / 'config.yaml'}); pass --force-resume to resume anyway, "
+                              "or --resume none --overwrite to start over")
+    elif resume in (None, "", "none") and list_checkpoints(ckpt_root) and not overwrite:
+        raise ResumeError(f"{ckpt_root}: holds checkpoints of an earlier run; pass --resume latest to continue it "
+                          "or --overwrite to delete them and start over")
+    return start
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -303,8 +332,12 @@ def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
 
 
 def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None,
-          on_log=None) -> dict:
+          on_log=None, force_resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) a training run; returns a summary dict. See the module docstring.
+
+    ``resume``: "latest", a checkpoint path, or None/"none" (fresh; refused where checkpoints
+    exist unless ``overwrite``). A checkpoint with other method settings is refused unless
+    ``force_resume`` (see ``check_run_directory``).
 
     ``on_log(record)`` (main process only) is called with each record appended to
     ``losses.jsonl`` — e.g. a live loss plot in a notebook (``fiffdepth.plots.LiveLossPlot``).
@@ -322,9 +355,14 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                               log_with=trackers, project_dir=str(out / "logs"))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
+    ckpt_root, chash = out / "checkpoints", config_hash(cfg)
+    start = check_run_directory(ckpt_root, resume, chash, force_resume, overwrite)
+    if start is None and overwrite and accelerator.is_main_process:
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    accelerator.wait_for_everyone()
     half = tc.batch_size // 2
     if half < world or half % (world * tc.grad_accumulation):
-        raise ValueError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
+        raise ConfigError(f"train.batch_size={tc.batch_size}: each half ({half}) must split evenly over "
                          f"{world} process(es) × {tc.grad_accumulation} accumulation step(s)")
     micro_half = half // tc.grad_accumulation  # global samples per half per micro-step
     local_half = micro_half // world
@@ -356,9 +394,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     module = ObjectiveModule(model, cfg.loss)
     module, optimizer = accelerator.prepare(module, optimizer)
 
-    ckpt_root = out / "checkpoints"
     step = 0
-    start = find_resume_checkpoint(ckpt_root, resume or "none")
     if start is not None:
         step = _restore(start, accelerator.unwrap_model(module).model.unet, optimizer, lr_scheduler, ema)
         if accelerator.is_main_process:
@@ -387,6 +423,11 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                                  tc.seed, acp_len, accelerator.device, syn_share)
             with accelerator.accumulate(module):
                 total, terms = module(*batch)
+                if not torch.isfinite(total):
+                    names = _batch_names(syn, real if use_real else None, n_train, m, micro_half, rank, local_half, tc.seed)
+                    good = [c for c in list_checkpoints(ckpt_root) if verify_checkpoint(c) is None]
+                    raise NonFiniteLossError(f"non-finite loss ({float(total.detach())}) at step {step + 1}, batch {names}; "
+                                             f"last good checkpoint: {good[-1] if good else 'none'}")
                 accelerator.backward(total)
                 if accelerator.sync_gradients and tc.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(module.parameters(), tc.max_grad_norm)
@@ -417,7 +458,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 write_checkpoint(ckpt_root, step, accelerator.unwrap_model(module).model.unet, optimizer,
-                                 lr_scheduler, ema, {"step": step, "micro_step": step * tc.grad_accumulation,
+                                 lr_scheduler, ema, {"step": step, "config_hash": chash,
+                                                     "micro_step": step * tc.grad_accumulation,
                                                      "data_position": step * half, "world_size": world,
                                                      "last": last}, tc.keep_checkpoints)
             accelerator.wait_for_everyone()
@@ -480,6 +522,16 @@ def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: in
     return [t.to(device) if t is not None else None for t in tensors]
 
 
+def _batch_names(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
+                 local_half: int, seed: int) -> list[str]:
+    """The sample names ``_micro_batch`` drew for micro-step ``m`` on this rank (same indices)."""
+    lo = rank * local_half
+    names = [syn.names[i] for i in stream_indices(n_train, m * micro_half, micro_half, seed, 0)[lo:lo + local_half]]
+    if real is not None:
+        names += [real.names[i] for i in stream_indices(len(real), m * micro_half, micro_half, seed, 1)[lo:lo + local_half]]
+    return names
+
+
 @torch.no_grad()
 def heldout_d0_mae(model: FiffDepthModel, held, ema=None) -> float:
     """Eq. 5 on held-out synthetic latents (d0 against GT depth latents), EMA weights if kept."""
@@ -531,13 +583,14 @@ def _append_log(path: Path, record: dict) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint (a killed run may have logged further)."""
+    """On resume, drop log lines past the checkpoint (a killed run may have logged further); on a
+    fresh start (step 0) drop them all, since step 0 is logged again."""
     if not path.is_file():
         return
     keep = []
     for line in path.read_text().splitlines():
         try:
-            if json.loads(line)["step"] <= step:
+            if 0 < step and json.loads(line)["step"] <= step:
                 keep.append(line)
         except (ValueError, KeyError):
             continue  # a torn last line from a kill
@@ -582,6 +635,10 @@ def _has_tensorboard() -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--resume", default="none", help="'latest', a checkpoint directory, or 'none' (default)")
+    parser.add_argument("--force-resume", action="store_true",
+                        help="resume even from a checkpoint made with other method settings")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="a fresh run into an output directory with checkpoints: delete them and start over")
     parser.add_argument("--output-dir", default=None, help="shortcut for --set train.output_dir=...")
     parser.add_argument("--cache-dir", default=None, help="latent cache root (default: <output_dir>/../.latent_cache)")
     parser.add_argument("--no-progress", action="store_true")
@@ -591,5 +648,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.output_dir:
         cfg = cfg.override({"train.output_dir": args.output_dir})
-    train(cfg, resume=args.resume, progress=not args.no_progress, cache_root=args.cache_dir)
+    train(cfg, resume=args.resume, progress=not args.no_progress, cache_root=args.cache_dir,
+          force_resume=args.force_resume, overwrite=args.overwrite)
     return 0

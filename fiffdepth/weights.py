@@ -13,7 +13,8 @@ loaded by the libraries' real ``from_pretrained`` code:
   layout), from ``fiffdepth train``.
 
 ``export`` copies a trained directory there, storing the diffusers models' float32 tensors as
-float16 (diffusers loads them back as float32), and writes the model card ``README.md``.
+float16 (diffusers loads them back as float32), writes the model card ``README.md`` and a fresh
+sha256 ``manifest.json`` of what it wrote.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ def export(src: str | Path, dst: str | Path, card: str, fp16: bool = True) -> Pa
     import torch
     from safetensors.torch import load_file, save_file
 
-    from .atomic import staged_dir
+    from .atomic import MANIFEST, staged_dir, write_manifest
 
     src, dst = Path(src), Path(dst)
     with staged_dir(dst) as tmp:
         for f in sorted(src.rglob("*")):
             rel = f.relative_to(src)
-            if not f.is_file() or f.name.startswith(".") or rel.parts[0] in SKIPPED:
+            if not f.is_file() or f.name.startswith(".") or rel.parts[0] in SKIPPED or rel.as_posix() == MANIFEST:
                 continue
             out = tmp / f.relative_to(src)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +64,7 @@ def export(src: str | Path, dst: str | Path, card: str, fp16: bool = True) -> Pa
             else:
                 shutil.copy2(f, out)
         (tmp / "README.md").write_text(card)
+        write_manifest(tmp)  # the float16 files' checksums, verified on load
     return dst
 
 

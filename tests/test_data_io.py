@@ -69,3 +69,8 @@ def test_tar_root_reads_dot_slash_members(tmp_path):
     assert root.is_tar and root.read("a/x.bin") == b"abc"
     with pytest.raises(DataError, match="nope"):
         root.read("a/nope")
+
+
+def test_depth_and_mask_of_different_shapes_is_a_data_error():
+    with pytest.raises(DataError, match="d.npy: depth .* and mask .* differ"):
+        clean_depth(np.ones((4, 5), np.float32), valid=np.ones((8, 8), bool), name="d.npy")

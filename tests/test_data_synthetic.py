@@ -84,3 +84,13 @@ def test_real_styled_render_same_geometry_other_look():
     assert b["meta"]["style"] == "real"
     with pytest.raises(ValueError):
         render_scene(5, 48, style="cartoon")
+
+
+def test_scene_tensors_drop_a_bad_scene_instead_of_repeating_one(tmp_path):
+    from fiffdepth.data.synthetic import load_scene_tensors
+
+    write_synthetic_dataset(tmp_path, n=4, size=16, seed=0, progress=False)
+    (tmp_path / "rgb" / "000001.png").write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="000001.png"):
+        images, _, _ = load_scene_tensors(tmp_path, 16)
+    assert len(images) == 3 and len({im.numpy().tobytes() for im in images}) == 3

@@ -144,3 +144,62 @@ def test_random_init_unet_keeps_the_pretrained_latent_space():
     cfg.model.unet_init = "nonsense"
     with pytest.raises(ValueError, match="unet_init"):
         _load_model(cfg)
+
+
+# -- the model directory contract (issue 17) -----------------------------------------------------
+
+
+def _weights(d):
+    return d / "unet" / "diffusion_pytorch_model.safetensors"
+
+
+def test_save_writes_a_manifest_and_load_detects_zeroed_bytes(tiny_model, tmp_path):
+    d = tiny_model.save_pretrained(tmp_path / "m")
+    files = json.loads((d / "manifest.json").read_text())["files"]
+    assert "unet/diffusion_pytorch_model.safetensors" in files and "model_index.json" in files
+    FiffDepthModel.from_pretrained(d)  # intact: loads
+    data = bytearray(_weights(d).read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # zeroed bytes inside a tensor: still a valid file
+    _weights(d).write_bytes(bytes(data))
+    with pytest.raises(FiffDepthError, match="checksum") as info:
+        FiffDepthModel.from_pretrained(d)
+    assert str(_weights(d)) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_garbled_weights_without_manifest_are_one_line_naming_the_file(tiny_model, tmp_path):
+    d = tiny_model.save_pretrained(tmp_path / "m")
+    (d / "manifest.json").unlink()
+    _weights(d).write_bytes(b"not a safetensors file")
+    with pytest.raises(FiffDepthError) as info:
+        FiffDepthModel.from_pretrained(d)
+    assert "UNet" in str(info.value) and str(d / "unet") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_processing_resolution_from_index_or_unet_config(tiny_model, tmp_path):
+    tiny_model.processing_resolution = 64
+    d = tiny_model.save_pretrained(tmp_path / "m")
+    assert FiffDepthModel.from_pretrained(d).processing_resolution == 64
+    (d / "model_index.json").unlink()
+    (d / "manifest.json").unlink()
+    with pytest.raises(FiffDepthError, match="model_index.json: missing"):  # no silent 768 px
+        FiffDepthModel.from_pretrained(d)
+    sd = tmp_path / "sd"  # a UNet/VAE directory without an index: the UNet's sample_size × the VAE's factor
+    tiny_model.unet.save_pretrained(sd / "unet")
+    tiny_model.vae.save_pretrained(sd / "vae")
+    (sd / "empty_text_embedding.safetensors").write_bytes((d / "empty_text_embedding.safetensors").read_bytes())
+    (sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    m = FiffDepthModel.from_pretrained(sd)
+    assert m.processing_resolution == tiny_model.unet.config.sample_size * m.vae_scale_factor == 128
+
+
+def test_unreachable_hub_fails_fast_in_one_line(tmp_path):
+    """No network (a closed local port as the endpoint): one probe, one line, well under 5 s."""
+    code = ("import time\nfrom fiffdepth.model import FiffDepthModel\nt = time.time()\n"
+            "try:\n    FiffDepthModel.from_pretrained('fiffdepth-test/some-model')\n"
+            "except Exception as err:\n    print(type(err).__name__, time.time() - t)\n    print(err)\n")
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    kind, seconds = r.stdout.splitlines()[0].split()
+    assert kind == "HubUnreachableError" and float(seconds) < 5.0, r.stdout + r.stderr
+    msg = r.stdout.splitlines()[1:]
+    assert len(msg) == 1 and "cannot reach the hub" in msg[0] and "local directory" in msg[0]

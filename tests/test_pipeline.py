@@ -190,3 +190,143 @@ def test_compiled_pipeline_matches_eager(model_dir):
     compiled = FiffDepthPipeline.from_pretrained(model_dir, compile=True)
     a, b = compiled(img).depth, compiled(img).depth
     assert np.allclose(a, eager, atol=1e-4) and np.array_equal(a, b)
+
+
+# -- input contract (issue 17): dtype ranges, no clamping, validated resolution --------------------
+
+
+def test_integers_scaled_by_dtype_range_floats_outside_unit_range_refused(pipe):
+    arr = _rgb(32, 32, seed=4)
+    ref = pipe(arr).depth[0]
+    chw = torch.from_numpy(arr).permute(2, 0, 1)
+    assert np.array_equal(pipe(chw).depth[0], ref)  # uint8 tensor: / 255, not clamped to white
+    assert np.allclose(pipe(chw.float() / 255).depth[0], ref, atol=1e-5)
+    assert torch.equal(image_to_tensor(arr.astype(np.uint16) * 257), image_to_tensor(arr))
+    for bad in (chw.float(), arr.astype(np.float32), arr.astype(np.float32) / 255 - 0.1):
+        with pytest.raises(BadImageError, match=r"\[0, 1\]"):
+            pipe(bad)
+    with pytest.raises(BadImageError, match="uint8"):  # an int64 array has no one obvious range
+        image_to_tensor(arr.astype(np.int64))
+
+
+def test_processing_resolution_is_validated(pipe):
+    from fiffdepth.hub import UsageError
+
+    assert pipe.size_multiple == 16
+    for bad in (-5, 3, 15, 2.5):
+        with pytest.raises(UsageError, match="processing_resolution"):
+            pipe(_rgb(32, 32), processing_resolution=bad)
+    native = pipe(_rgb(40, 56), processing_resolution=0, match_input_resolution=False).depth
+    assert native.shape == (1, 40, 56)
+    assert pipe(_rgb(40, 56), processing_resolution=16, match_input_resolution=False).depth.shape[-1] == 16
+
+
+def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch):
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32 × 32 > 2 × 100: PIL's bomb error
+    with pytest.raises(BadImageError, match="bomb.png"):
+        load_image(tmp_path / "bomb.png")
+
+
+# -- predict: outputs never touch inputs (issue 17) --------------------------------------------------
+
+
+def _predict(capsys, *argv):
+    from fiffdepth.cli import main
+
+    code = main(["predict", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _snapshot(d):
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_predict_refuses_out_equal_to_an_input_folder(tmp_path, capsys, model_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_rgb(32, 32, 0)).save(photos / "a.png")
+    before = _snapshot(photos)
+    code, _, err = _predict(capsys, photos, "--model", model_dir, "--out", photos)
+    assert code == 2 and err.count("error:") == 1 and "input folder" in err
+    assert _snapshot(photos) == before
+
+
+def test_predict_out_subfolder_is_skipped_and_names_never_collide(tmp_path, capsys, model_dir):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(_rgb(32, 32, 0)).save(photos / "x.png")
+    Image.fromarray(_rgb(32, 32, 1)).save(photos / "x_colored.png")  # x's colour map would take this name
+    Image.fromarray(_rgb(32, 32, 2)).save(photos / "x.jpg")
+    inputs = _snapshot(photos)
+    code, out, _ = _predict(capsys, photos, "--model", model_dir, "--out", photos / "depth")
+    assert code == 0 and "wrote 3 depth map(s)" in out
+    written = _snapshot(photos / "depth")
+    # x.jpg takes x.*, x.png gets x_1, and x_colored.png must not reuse the colour map of x: x_colored_1
+    assert sorted(n for n in written if n.endswith(".npy")) == ["x.npy", "x_1.npy", "x_colored_1.npy"]
+    assert len([n for n in written if not n.startswith(".")]) == 9  # 3 files per input, none overwritten
+    # a second run into another subfolder does not read the first run's depth maps back as images
+    code, out, _ = _predict(capsys, photos, "--model", model_dir, "--out", photos / "depth2")
+    assert code == 0 and "wrote 3 depth map(s)" in out
+    assert {k: v for k, v in _snapshot(photos).items() if "/" not in k} == inputs
+    assert _snapshot(photos / "depth") == written
+
+
+def test_predict_keeps_inputs_and_foreign_files_in_the_out_folder(tmp_path, capsys, model_dir):
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(_rgb(32, 32, 0)).save(out / "a.png")  # an input that lives in --out
+    (out / "b.npy").write_bytes(b"someone else's file")
+    Image.fromarray(_rgb(32, 32, 1)).save(tmp_path / "b.png")
+    before = _snapshot(out)
+    code, _, _ = _predict(capsys, out / "a.png", tmp_path / "b.png", "--model", model_dir, "--out", out)
+    assert code == 0
+    after = _snapshot(out)
+    assert all(after[k] == v for k, v in before.items())
+    assert "a_1.npy" in after and "b_1.npy" in after
+    code, _, _ = _predict(capsys, out / "a.png", tmp_path / "b.png", "--model", model_dir, "--out", out)
+    assert code == 0 and _snapshot(out).keys() == after.keys()  # a re-run overwrites its own outputs only
+
+
+def test_predict_checks_out_before_loading_the_model(tmp_path, capsys):
+    Image.fromarray(_rgb(32, 32, 0)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("x")
+    # the model does not exist either: the --out error must come first, before any loading
+    code, _, err = _predict(capsys, tmp_path / "a.png", "--model", tmp_path / "no-model", "--out", tmp_path / "file" / "sub")
+    assert code == 2 and err.count("error:") == 1 and "not writable" in err and "no-model" not in err
+
+
+def test_predict_bad_resolution_and_bad_model_exit_2_in_one_line(tmp_path, capsys, model_dir):
+    Image.fromarray(_rgb(32, 32, 0)).save(tmp_path / "a.png")
+    code, _, err = _predict(capsys, tmp_path / "a.png", "--model", model_dir, "--out", tmp_path / "o",
+                            "--processing-resolution", "-5")
+    assert code == 2 and err.strip().count("\n") == 0 and "processing_resolution=-5" in err
+    assert not list((tmp_path / "o").glob("*.npy"))
+
+
+def test_same_bytes_at_one_and_two_threads(pipe):
+    """oneDNN's 1×1 convolution splits its sums by thread; the pipeline routes those convolutions around it."""
+    from fiffdepth.pipeline import thread_independent_1x1_convs
+
+    img = _rgb(45, 67, seed=7)
+    threads = torch.get_num_threads()
+    try:
+        out = {}
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            out[t] = [pipe(img).depth, pipe(img, processing_resolution=0).depth]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(out[1], out[2]))
+    conv = torch.nn.Conv2d(16, 32, 1)
+    x = torch.randn(2, 16, 48, 64)
+    with torch.no_grad():
+        ref = conv(x)
+        thread_independent_1x1_convs(conv)
+        fixed = []
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            fixed.append(conv(x))
+    torch.set_num_threads(threads)
+    assert torch.equal(*fixed) and torch.allclose(fixed[0], ref, atol=1e-5)  # the same convolution

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from fiffdepth.config import get_config
 from fiffdepth.losses import LOSS_TERMS
-from fiffdepth.train import find_resume_checkpoint, read_log, train, verify_checkpoint
+from fiffdepth.train import ResumeError, find_resume_checkpoint, read_log, train, verify_checkpoint
 
 
 def _overrides(data, out, **extra):
@@ -103,10 +103,13 @@ def test_corrupt_or_half_written_checkpoint_falls_back(train_data, tmp_path):
     w.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="diffusion_pytorch_model.safetensors"):
         assert find_resume_checkpoint(out / "checkpoints", "latest") == ckpts[0]
-    # a half-written one (no manifest) is skipped as well
+    # a half-written one (no manifest) is skipped as well; with none intact, resuming is an error, not a restart
     (ckpts[0] / "manifest.json").unlink()
-    with pytest.warns(UserWarning, match="manifest.json"):
-        assert find_resume_checkpoint(out / "checkpoints", "latest") is None
+    log = (out / "losses.jsonl").read_text()
+    with pytest.warns(UserWarning, match="manifest.json"), pytest.raises(ResumeError, match="no intact checkpoint"):
+        train(get_config("tiny", _overrides(train_data, out, **{"train.iterations": 3})), resume="latest",
+              progress=False, cache_root=tmp_path / "cache")
+    assert (out / "losses.jsonl").read_text() == log
 
 
 @pytest.mark.parametrize("ablation,nonzero", [
@@ -172,3 +175,155 @@ def test_no_teacher_ablation_refills_the_batch_with_synthetic_samples(train_data
     assert cfg.train.batch_size == 8
     train(cfg, progress=False, cache_root=tmp_path.parent / "shared-cache")
     assert seen == [(n_syn, n_real)] * 2
+
+
+# -- resume that belongs to the run; a finite loss (issue 17) ---------------------------------------------
+
+
+def test_resume_refuses_another_runs_checkpoints(train_data, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    base = {"train.iterations": 2, "train.checkpoint_every": 1, "loss.gamma": 0.5}
+    train(get_config("tiny", _overrides(train_data, out, **base)), progress=False, cache_root=cache)
+    ckpt = out / "checkpoints" / "checkpoint-000001"
+    other = get_config("tiny", _overrides(train_data, out, **{**base, "loss.gamma": 0.9, "train.iterations": 3}))
+    with pytest.raises(ResumeError, match="other method settings"):
+        train(other, resume="latest", progress=False, cache_root=cache)
+    with pytest.raises(ResumeError, match="--overwrite"):  # a fresh run does not mix with the old checkpoints
+        train(other, progress=False, cache_root=cache)
+    assert verify_checkpoint(ckpt) is None  # nothing was touched
+    # more iterations is the same run: it resumes
+    longer = get_config("tiny", _overrides(train_data, out, **{**base, "train.iterations": 3}))
+    assert train(longer, resume="latest", progress=False, cache_root=cache)["steps"] == 3
+    train(other, resume="latest", force_resume=True, progress=False, cache_root=cache)  # forced
+    summary = train(other, overwrite=True, progress=False, cache_root=cache)  # started over
+    steps = [r["step"] for r in read_log(out / "losses.jsonl")]
+    assert summary["steps"] == 3 and steps == sorted(set(steps)) and steps[0] == 0
+
+
+def test_non_finite_loss_stops_with_step_and_batch(train_data, tmp_path):
+    from fiffdepth.train import NonFiniteLossError
+
+    out = tmp_path / "run"
+    cfg = get_config("tiny", _overrides(train_data, out, **{"train.iterations": 6, "train.checkpoint_every": 1,
+                                                            "train.learning_rate": 1e35, "train.lr_warmup_steps": 0,
+                                                            "train.max_grad_norm": 0.0}))
+    with pytest.raises(NonFiniteLossError) as info:
+        train(cfg, progress=False, cache_root=tmp_path / "cache")
+    msg = str(info.value)
+    step = int(msg.split(" at step ")[1].split(",")[0])
+    assert 1 < step <= 6 and "checkpoint-" in msg and "r0" in msg  # a real image's name in the batch
+    assert not (out / "summary.json").exists()
+    last = sorted((out / "checkpoints").iterdir())[-1]
+    assert last.name in msg and verify_checkpoint(last) is None
+
+
+# -- training data: a skip is a skip (issue 17) -------------------------------------------------------------
+
+
+def _cache_cfg(data, real=None, pseudo=None, **extra):
+    o = {"data.synthetic": [f"embedded:{data}"], "data.real": [str(real)] if real else [],
+         "data.pseudo_labels": str(pseudo or ""), "data.resolution": 32, "data.augmentations": 2,
+         "model.pretrained": "", **extra}
+    if not real:
+        o["loss.teacher_supervision"] = "none"
+    return get_config("tiny", o)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae(tiny_cfg):
+    from fiffdepth.model import FiffDepthModel
+
+    return FiffDepthModel.from_config(tiny_cfg.model, seed=0).vae
+
+
+def test_bad_scenes_are_dropped_counted_once_and_kept_out_of_heldout(tmp_path, tiny_vae):
+    import warnings
+
+    import numpy as np
+
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.train import build_caches, heldout_split
+
+    synth = tmp_path / "synth"
+    write_synthetic_dataset(synth, n=8, size=32, seed=0, progress=False)
+    (synth / "rgb" / "000002.png").write_bytes(b"not a png")
+    np.save(synth / "depth" / "000005.npy", np.ones((10, 10), np.float32))  # wrong shape: a counted skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        syn, _ = build_caches(_cache_cfg(synth), tiny_vae, tmp_path / "cache", progress=False)
+    dropped = [str(w.message) for w in caught if "dropping bad sample" in str(w.message)]
+    assert len(dropped) == 2 and "000002.png" in dropped[0] and "000005.npy" in dropped[1]
+    assert syn.names == [sid for sid in ["000000", "000001", "000003", "000004", "000006", "000007"] for _ in range(2)]
+    n_train, held = heldout_split(len(syn), 2, heldout=1)
+    train_names, held_names = set(syn.names[:n_train]), {syn.names[i] for i in held}
+    assert held_names == {"000007"} and not train_names & held_names
+
+
+def _real_folder(tmp_path, n=3, size=32):
+    import numpy as np
+    from PIL import Image
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(real / f"r{i}.png")
+    return real
+
+
+def test_all_invalid_pseudo_labels_are_an_error_not_a_silent_zero(tmp_path, tiny_vae):
+    import numpy as np
+
+    from fiffdepth.data.io import DataError
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.train import build_caches
+
+    write_synthetic_dataset(tmp_path / "synth", n=4, size=32, seed=0, progress=False)
+    real, pseudo = _real_folder(tmp_path), tmp_path / "pseudo"
+    pseudo.mkdir()
+    np.save(pseudo / "r0.npy", np.zeros((32, 32), np.float32))
+    np.save(pseudo / "r1.npy", np.full((32, 32), np.nan, np.float32))
+    checker = np.where(np.indices((32, 32)).sum(0) % 2 == 0, 2.0, np.nan).astype(np.float32)
+    np.save(pseudo / "r2.npy", checker)  # valid pixels, but no whole latent patch of them
+    with pytest.warns(UserWarning, match="no valid pixel"), pytest.raises(DataError, match="no valid pseudo-label pixel"):
+        build_caches(_cache_cfg(tmp_path / "synth", real, pseudo), tiny_vae, tmp_path / "cache", progress=False)
+    np.save(pseudo / "r2.npy", np.full((32, 32), np.nan, np.float32))  # none usable at all
+    with pytest.warns(UserWarning, match="no valid pixel"), pytest.raises(DataError, match="no usable samples"):
+        build_caches(_cache_cfg(tmp_path / "synth", real, pseudo), tiny_vae, tmp_path / "cache", progress=False)
+
+
+def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path, tiny_vae):
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from fiffdepth.data.io import DataError
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.train import build_caches, pseudo_label_path
+
+    write_synthetic_dataset(tmp_path / "synth", n=4, size=32, seed=0, progress=False)
+    shards, pseudo = tmp_path / "shards", tmp_path / "pseudo"
+    shards.mkdir()
+    (tmp_path / "evil.npy").write_bytes(b"")  # where a '../' member would look
+    for shard in ("000", "001"):
+        with tarfile.open(shards / f"{shard}.tar", "w") as tar:
+            for member in ("a.jpg", "sub/b.jpg", "../evil.jpg"):
+                buf = io.BytesIO()
+                Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(buf, format="JPEG")
+                info = tarfile.TarInfo(member)
+                info.size = buf.tell()
+                buf.seek(0)
+                tar.addfile(info, buf)
+        for member in ("a", "sub/b"):
+            (pseudo / shard / member).parent.mkdir(parents=True, exist_ok=True)
+            np.save(pseudo / shard / f"{member}.npy", np.linspace(1, 2, 32 * 32, dtype=np.float32).reshape(32, 32))
+    assert pseudo_label_path(pseudo, f"{shards}/001.tar:sub/b.jpg") == pseudo / "001" / "sub" / "b.npy"
+    for bad in (f"{shards}/000.tar:../evil.jpg", f"{shards}/000.tar:/etc/x.jpg", "../x.png"):
+        with pytest.raises(DataError, match="would leave"):
+            pseudo_label_path(pseudo, bad)
+    with pytest.warns(UserWarning, match="would leave"):
+        _, real = build_caches(_cache_cfg(tmp_path / "synth", shards, pseudo), tiny_vae, tmp_path / "cache",
+                               progress=False)
+    assert sorted({n.split("shards/")[1] for n in real.names}) == ["000.tar:a.jpg", "000.tar:sub/b.jpg",
+                                                                  "001.tar:a.jpg", "001.tar:sub/b.jpg"]

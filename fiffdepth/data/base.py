@@ -90,3 +90,18 @@ class DepthDataset(Dataset):
                 warnings.warn(f"skipping bad sample ({self.skipped} so far): {err}", stacklevel=2)
         raise DataError(f"{type(self).__name__}: none of its {n} samples is usable")
 
+
+def usable_items(dataset):
+    """Each usable item of ``dataset`` once, in order: a bad one (``DataError``) is dropped, not
+    replaced by its neighbour as ``dataset[i]`` does, and counted once in ``dataset.skipped``.
+    This is how a cache or a split is built, so no sample appears twice."""
+    load = getattr(dataset, "_item", dataset.__getitem__)
+    for i in range(len(dataset)):
+        try:
+            item = load(i)
+        except DataError as err:
+            dataset.skipped = getattr(dataset, "skipped", 0) + 1
+            warnings.warn(f"dropping bad sample ({dataset.skipped} so far): {err}", stacklevel=2)
+            continue
+        yield item
+

@@ -10,8 +10,9 @@ Policy for bad input (the same in every loader of ``fiffdepth.data``):
 - Depth values that are NaN, +-inf, zero or negative are invalid: depth 0 and mask False.
 - Training datasets (synthetic, Hypersim, Virtual KITTI, real folders/tars) *skip and count*
   an item that raises ``DataError`` or has no valid depth: ``warnings.warn`` names the file,
-  ``dataset.skipped`` is incremented and the next index is returned instead, so an epoch
-  never stops on one bad file. Evaluation datasets *raise* instead (``on_bad="raise"``),
+  ``dataset.skipped`` is incremented and ``dataset[i]`` returns the next index instead, so an
+  epoch never stops on one bad file. Caches and splits are built with
+  ``data.base.usable_items``, which drops the bad item instead (no sample twice). Evaluation datasets *raise* instead (``on_bad="raise"``),
   because silently dropping a test image changes the benchmark; pass ``on_bad="skip"`` to
   override.
 - A folder with no matching file raises ``DataError`` naming the folder.
@@ -203,13 +204,16 @@ def read_raw_float32(src: str | os.PathLike | bytes, shape: tuple[int, int], nam
 
 
 def clean_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float = np.inf,
-                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                valid: np.ndarray | None = None, name: str = "depth") -> tuple[np.ndarray, np.ndarray]:
     """Depth -> (depth float32 with 0 where invalid, valid bool).
 
     Valid means finite and ``min_depth < depth < max_depth`` (strict, as Marigold's
     ``_get_valid_mask``), and ``valid`` where a mask is given. ``min_depth`` is never below 0.
+    A mask of another shape is a ``DataError`` naming ``name`` (the depth file).
     """
     depth = np.asarray(depth, dtype=np.float32)
+    if valid is not None and np.shape(valid) != depth.shape:
+        raise DataError(f"{name}: depth {depth.shape} and mask {np.shape(valid)} differ in shape")
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(depth) & (depth > max(min_depth, 0.0)) & (depth < max_depth)
     if valid is not None:

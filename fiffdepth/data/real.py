@@ -125,29 +125,31 @@ class _RealBase(Dataset):
     def read(self, index: int) -> tuple[np.ndarray, str]:
         raise NotImplementedError
 
+    def _item(self, index: int) -> dict:
+        """Item ``index`` or ``DataError`` (``data.base.usable_items`` drops those)."""
+        rgb, name = self.read(index)
+        if self.resolution is None:
+            return {"image": image_tensor(rgb), "name": name}
+        rng = np.random.default_rng([self.seed, index])
+        image = image_tensor(rgb)
+        _, h, w = image.shape
+        side = min(h, w)
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        image = image[:, top:top + side, left:left + side]
+        if rng.random() < 0.5:
+            image = image.flip(-1)
+        return {"image": _resize(image, self.resolution).contiguous(), "name": name}
+
     def __getitem__(self, index: int) -> dict:
         n = len(self)
         if not 0 <= index < n:
             raise IndexError(index)
         for k in range(n):
-            j = (index + k) % n
             try:
-                rgb, name = self.read(j)
+                return self._item((index + k) % n)
             except DataError as err:
                 self.skipped += 1
                 warnings.warn(f"skipping bad image ({self.skipped} so far): {err}", stacklevel=2)
-                continue
-            if self.resolution is None:
-                return {"image": image_tensor(rgb), "name": name}
-            rng = np.random.default_rng([self.seed, j])
-            image = image_tensor(rgb)
-            _, h, w = image.shape
-            side = min(h, w)
-            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            image = image[:, top:top + side, left:left + side]
-            if rng.random() < 0.5:
-                image = image.flip(-1)
-            return {"image": _resize(image, self.resolution).contiguous(), "name": name}
         raise DataError(f"{type(self).__name__}: none of its {n} images is readable")
 
 

@@ -19,6 +19,7 @@ Scene ``i`` is rendered from ``scene_seed(seed, i)``, so output does not depend 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-from .base import DepthDataset
+from .base import DepthDataset, usable_items
 from .io import DataError, clean_depth, depth_item, list_files, read_npy, read_gray, read_rgb
 
 NEAR = 0.05  # m; hits closer than this are ignored
@@ -851,20 +852,21 @@ class SyntheticDepthDataset(DepthDataset):
             raise DataError(f"{self.root / 'depth' / (sid + '.npy')}: expected a 2-D depth map, got {depth.shape}")
         mask_path = self.root / "mask" / f"{sid}.png"
         mask = read_gray(mask_path) > 0.5 if mask_path.exists() else None
-        depth, valid = clean_depth(depth, valid=mask)
+        depth, valid = clean_depth(depth, valid=mask, name=str(self.root / "depth" / f"{sid}.npy"))
         return depth_item(rgb, depth, valid, sid)
 
 
 def load_scene_tensors(dirs, resolution: int, seed: int = 0, max_scenes: int | None = None):
     """The scenes of one or more embedded-layout folders as tensors at ``resolution`` (each
-    folder read as ``SyntheticDepthDataset(dir, resolution, seed)``, its first ``max_scenes``):
-    images (N, 3, R, R) in [0, 1], depth (N, 1, R, R) metres, valid masks (N, 1, R, R)."""
+    folder read as ``SyntheticDepthDataset(dir, resolution, seed)``, its first ``max_scenes`` usable
+    ones; a bad scene is dropped, never repeated, see ``data.base.usable_items``): images
+    (N, 3, R, R) in [0, 1], depth (N, 1, R, R) metres, valid masks (N, 1, R, R)."""
     import torch
 
     items = []
     for d in dirs if isinstance(dirs, (list, tuple)) else [dirs]:
         ds = SyntheticDepthDataset(d, resolution=resolution, seed=seed)
-        items += [ds[i] for i in range(min(len(ds), max_scenes or len(ds)))]
+        items += list(itertools.islice(usable_items(ds), max_scenes or len(ds)))
     return tuple(torch.stack([it[k] for it in items]) for k in ("image", "depth", "valid_mask"))
 
 

@@ -1,0 +1,44 @@
+"""The `fiffdepth` command line: one line per project error, exit code 2, --debug shows the traceback."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fiffdepth.cli import main
+from fiffdepth.data.io import DataError
+from fiffdepth.hub import FiffDepthError
+
+
+def test_data_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["data", "stats", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "missing" in err and "Traceback" not in err
+    with pytest.raises(DataError):
+        main(["data", "stats", str(tmp_path / "missing"), "--debug"])
+
+
+def test_model_error_is_one_line_exit_2(tmp_path, capsys):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "model" / "unet").mkdir(parents=True)  # a model folder with nothing in it
+    argv = ["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: UNet") and str(tmp_path / "model") in err[0]
+    with pytest.raises(FiffDepthError):
+        main(["--debug", *argv])
+
+
+def test_train_config_and_data_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--set", "loss.gama=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "loss.gama" in err
+    synth = tmp_path / "synth"
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(synth, n=2, size=16, seed=0, progress=False)
+    argv = ["train", "--no-progress", "--set", f"data.synthetic=embedded:{synth}", "--set", f"data.real={tmp_path}",
+            "--set", f"data.pseudo_labels={tmp_path / 'no-labels'}", "--set", "model.pretrained=",
+            "--set", "data.resolution=16", "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-labels: pseudo-label folder not found" in err[0]
