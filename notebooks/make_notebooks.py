@@ -163,8 +163,7 @@ normalisation. The job is resumable: finished images are skipped.
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
-result = stages.make_pseudo_labels(out_dir, teacher=None if preset == "tiny" else stages.stage_config(out_dir, preset, overrides).teacher.pretrained,
-                                   batch_size=batch_size)
+result = stages.make_pseudo_labels(out_dir, batch_size=batch_size, preset=preset, overrides=overrides)
 print({k: (v if k != "failed" else len(v)) for k, v in result.items()})'''),
     ("md", "Image | pseudo-label (near = red) on six photos and six real-styled images:"),
     ("code", '''from fiffdepth.data.io import list_files, read_rgb
