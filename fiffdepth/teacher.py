@@ -19,7 +19,8 @@ Pseudo-label representation (what ``fiffdepth pseudolabel`` writes, one pair per
   VAE-encoded; the invalid ones are masked out of the d_-1 loss.
 - ``OUT/manifest.jsonl``: one JSON line per finished image (image path relative to the image
   folder, output files, shape, teacher, eps, resolution); a restarted job skips images whose
-  manifest line and files exist and were made with the same teacher, eps and resolution.
+  manifest line and files exist and were made with the same teacher, eps, resolution and
+  background convention.
 
 ``<stem>`` is the image's path relative to the image folder without its extension, so
 ``IMAGES/a/b.jpg`` gives ``OUT/a/b.npy`` and ``OUT/a/b.disp.npy``.
@@ -249,7 +250,8 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
     sources = unlabelled_images(images_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = read_manifest(out_dir)
-    setting = {"teacher": teacher.name, "eps": eps, "resolution": resolution}
+    # "background": labels written before background became invalid (issue 15) are redone
+    setting = {"teacher": teacher.name, "eps": eps, "resolution": resolution, "background": "invalid"}
     failed: list[tuple[str, str]] = []
     todo: list[tuple[Path, str, str]] = []
     stems: dict[str, str] = {}
