@@ -324,12 +324,13 @@ def predict_raw(predictor, images: Sequence[torch.Tensor], processing_resolution
 def predict_depths(predictor, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
                    batch_size: int = 1) -> list[np.ndarray]:
     """Depth-like maps (larger = farther) for figures and comparisons: a disparity predictor's
-    output goes through ``fiffdepth.teacher.disparity_to_depth``, the pseudo-label convention."""
+    output goes through ``fiffdepth.teacher.disparity_to_depth``, the pseudo-label convention,
+    with its background (sky) drawn as the far plane 1/eps instead of left invalid."""
     maps = predict_raw(predictor, images, processing_resolution, batch_size)
     if output_space(predictor) == "disparity":
-        from .teacher import disparity_to_depth
+        from .teacher import PSEUDO_LABEL_EPS, disparity_to_depth
 
-        maps = [disparity_to_depth(m) for m in maps]
+        maps = [disparity_to_depth(m, background=1.0 / PSEUDO_LABEL_EPS) for m in maps]
     return maps
 
 

@@ -272,14 +272,27 @@ def priors_markdown(report: dict) -> str:
 # -- 02: pseudo-labels -----------------------------------------------------------------------------------
 
 def make_pseudo_labels(out: str | os.PathLike = "outputs", teacher: str | None = None, images: str | None = None,
-                       target: str | None = None, batch_size: int = 16, progress: bool = True) -> dict:
-    """Pseudo-label the real images with the teacher (resumable: finished images are skipped)."""
+                       target: str | None = None, batch_size: int = 16, progress: bool = True,
+                       preset: str = "tiny", overrides: dict | None = None) -> dict:
+    """Pseudo-label the real images with the teacher (resumable: finished images are skipped).
+
+    Tiny preset: OUT/data/real -> OUT/data/pseudo with OUT's teacher. Paper preset: every entry
+    of the config's ``data.real`` (folders or tar shards) -> ``data.pseudo_labels`` with
+    ``teacher.pretrained``, the folders training reads. ``teacher``/``images``/``target`` override."""
     from .teacher import Teacher, pseudolabel_folder
 
     L = layout(out)
+    if preset == "tiny":
+        sources, default_teacher, default_target = [L.real], L.teacher, L.pseudo
+    else:
+        cfg = stage_config(out, preset, overrides)
+        sources, default_teacher, default_target = cfg.data.real, cfg.teacher.pretrained, cfg.data.pseudo_labels
     t0 = time.time()
-    model = Teacher.from_pretrained(teacher or L.teacher)
-    result = pseudolabel_folder(model, images or L.real, target or L.pseudo, batch_size=batch_size, progress=progress)
+    model = Teacher.from_pretrained(teacher or default_teacher)
+    result = {"written": 0, "skipped": 0, "failed": []}
+    for src in [images] if images else sources:
+        r = pseudolabel_folder(model, src, target or default_target, batch_size=batch_size, progress=progress)
+        result = {k: result[k] + r[k] for k in result}
     result["seconds"] = round(time.time() - t0, 1)
     return result
 

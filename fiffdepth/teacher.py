@@ -11,13 +11,16 @@ Pseudo-label representation (what ``fiffdepth pseudolabel`` writes, one pair per
 - ``OUT/<stem>.disp.npy``: the teacher's raw output, float32 (H, W) at the input resolution.
   Depth Anything predicts *relative inverse depth* (disparity), affine-invariant: the true
   disparity is ``a * disp + b`` with unknown ``a > 0`` and ``b``.
-- ``OUT/<stem>.npy``: ``disparity_to_depth(disp, eps=0.02)``, float32 (H, W): a positive
-  depth-like map with max/min ratio <= 1/eps = 50. This is what d_-1 is supervised with: the
-  depth codec (``fiffdepth.codecs.normalize_depth``) affine-normalises it with its 2nd/98th
-  percentiles to [-1, 1] and VAE-encodes it exactly like synthetic ground-truth depth.
+- ``OUT/<stem>.npy``: ``disparity_to_depth(disp, eps=0.02)``, float32 (H, W): a depth-like
+  map with max/min ratio <= 1/eps = 50, and 0 (invalid) on background (sky) pixels, whose
+  disparity is below eps × its 98th percentile. This is what d_-1 is supervised with: like
+  synthetic ground truth, its valid pixels are affine-normalised by the depth codec
+  (``fiffdepth.codecs.normalize_depth``) with their 2nd/98th percentiles to [-1, 1] and
+  VAE-encoded; the invalid ones are masked out of the d_-1 loss.
 - ``OUT/manifest.jsonl``: one JSON line per finished image (image path relative to the image
   folder, output files, shape, teacher, eps, resolution); a restarted job skips images whose
-  manifest line and files exist and were made with the same teacher, eps and resolution.
+  manifest line and files exist and were made with the same teacher, eps, resolution and
+  background convention.
 
 ``<stem>`` is the image's path relative to the image folder without its extension, so
 ``IMAGES/a/b.jpg`` gives ``OUT/a/b.npy`` and ``OUT/a/b.disp.npy``.
@@ -26,6 +29,7 @@ Pseudo-label representation (what ``fiffdepth pseudolabel`` writes, one pair per
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -33,6 +37,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -55,32 +60,39 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # ============================================================================ representation
 
 
-def disparity_to_depth(disp: np.ndarray | torch.Tensor, eps: float = PSEUDO_LABEL_EPS):
-    """Teacher disparity -> the depth-like map that supervises d_-1.
+def disparity_to_depth(disp: np.ndarray | torch.Tensor, eps: float = PSEUDO_LABEL_EPS, background: float = 0.0):
+    """Teacher disparity -> the depth-like map that supervises d_-1; background (sky) -> ``background``.
 
-    ``disp_n = clip(disp / percentile(disp, 98), eps, None)``, ``depth = 1 / disp_n``.
+    ``disp_n = disp / percentile(disp, 98)``; ``depth = 1 / disp_n`` where ``disp_n >= eps``,
+    else ``background`` (default 0 = invalid).
 
     Depth Anything's disparity is affine-invariant: its shift is unknown, so no exact inverse
-    exists. Assuming a zero shift is Depth Anything V2's own convention when it shows relative
-    depth, and it never invents negative or infinite depth. Dividing by the 98th percentile
-    fixes the (irrelevant) scale so the nearest 2 % of pixels map to depth <= 1, and clipping
-    at ``eps`` bounds the far end at 1/eps (50 × the near depth): sky and other zero-disparity
-    pixels become the farthest plane instead of infinity. The depth codec then affine-normalises
-    this map with its own 2nd/98th percentiles, as it does for ground-truth depth.
+    exists. We take its own convention of a zero shift (sky and other background at disparity
+    ≈ 0; DA-V2 learnt sky = 0 from its synthetic data), which never invents negative or
+    infinite depth. Dividing by the 98th percentile fixes the (irrelevant) scale so the nearest
+    2 % of pixels map to depth <= 1. Pixels below ``eps`` (farther than 1/eps = 50 × the near
+    depth) are background: with the default ``background=0`` they are invalid, so the trainer's
+    valid mask drops them and the depth codec's 2nd/98th percentiles are taken over the scene
+    alone, exactly as synthetic ground truth is normalised without its sky. (Clipping them to a
+    far plane instead lets a sky larger than 2 % of the image set the 98th percentile and squeeze
+    the whole scene into the near end of [-1, 1].) ``background=1/eps`` gives that far plane,
+    for pictures.
 
     disp: (H, W) or (..., H, W); the percentile is taken per map over its last two dims.
-    Returns the same type, float32. A map with no positive disparity becomes constant 1/eps.
+    Returns the same type, float32. A map with no positive disparity is all background.
     """
     if isinstance(disp, torch.Tensor):
         d = disp.float()
         flat = d.reshape(-1, d.shape[-2] * d.shape[-1]) if d.ndim >= 2 else d.reshape(1, -1)
         p98 = torch.quantile(flat, 0.98, dim=1).reshape(*d.shape[:-2], 1, 1)
-        p98 = torch.where(p98 > 0, p98, torch.ones_like(p98))  # all-zero map: every pixel -> eps
-        return 1.0 / (d / p98).clamp_min(eps)
+        p98 = torch.where(p98 > 0, p98, torch.ones_like(p98))  # all-zero map: every pixel is background
+        n = d / p98
+        return torch.where(n >= eps, 1.0 / n.clamp_min(eps), torch.full_like(n, background))
     d = np.asarray(disp, dtype=np.float32)
     p98 = np.percentile(d, 98, axis=(-2, -1), keepdims=True).astype(np.float32)
     p98 = np.where(p98 > 0, p98, np.float32(1.0))
-    return (1.0 / np.clip(d / p98, eps, None)).astype(np.float32)
+    n = d / p98
+    return np.where(n >= eps, 1.0 / np.maximum(n, eps), np.float32(background)).astype(np.float32)
 
 
 # ============================================================================ the teacher
@@ -201,9 +213,30 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, dict]:
     return entries
 
 
+def unlabelled_images(images) -> list[tuple[str, Callable[[], np.ndarray]]]:
+    """(relative name, reader of its ``uint8 (H, W, 3)`` pixels) for every image under ``images``:
+    a folder (recursively: ``a/b.jpg``) or webdataset tar shards (a folder holding ``*.tar``, a
+    ``.tar`` path or a glob: member ``k.jpg`` of ``000001.tar`` is ``000001.tar/k.jpg``, the name
+    ``fiffdepth.train.pseudo_label_path`` finds its label by)."""
+    from .data.real import TarShards
+
+    p = Path(images)
+    if p.is_dir() and not any(p.glob("*.tar")):
+        files = list_files(p, IMAGE_EXTENSIONS, recursive=True)
+        return [(f.relative_to(p).as_posix(), functools.partial(read_rgb, f)) for f in files]
+    shards = TarShards(images)
+    return [(shards.index[i][0].name + "/" + shards.index[i][1], functools.partial(_tar_pixels, shards, i))
+            for i in range(len(shards))]
+
+
+def _tar_pixels(shards, i: int) -> np.ndarray:
+    return shards.read(i)[0]
+
+
 def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 8, resolution: int | None = None,
                        progress: bool = True, eps: float = PSEUDO_LABEL_EPS) -> dict:
-    """Pseudo-label every image under ``images_dir`` (recursively) into ``out_dir``.
+    """Pseudo-label every image under ``images_dir`` (a folder, recursively, or webdataset tar
+    shards: ``unlabelled_images``) into ``out_dir``.
 
     Resumable: an image is skipped when the manifest has an entry for it made with the same
     teacher, eps and resolution and its files exist. Each ``.npy`` is written to a temporary
@@ -213,35 +246,35 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
     """
     from tqdm.auto import tqdm
 
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    files = list_files(images_dir, IMAGE_EXTENSIONS, recursive=True)
+    out_dir = Path(out_dir)
+    sources = unlabelled_images(images_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = read_manifest(out_dir)
-    setting = {"teacher": teacher.name, "eps": eps, "resolution": resolution}
+    # "background": labels written before background became invalid (issue 15) are redone
+    setting = {"teacher": teacher.name, "eps": eps, "resolution": resolution, "background": "invalid"}
     failed: list[tuple[str, str]] = []
     todo: list[tuple[Path, str, str]] = []
     stems: dict[str, str] = {}
     skipped = 0
-    for f in files:
-        rel = f.relative_to(images_dir).as_posix()
+    for rel, read in sources:
         stem = Path(rel).with_suffix("").as_posix()
         if stem in stems:
-            failed.append((rel, f"{f}: same output name as {stems[stem]} ({stem}.npy); rename one of them"))
+            failed.append((rel, f"{rel}: same output name as {stems[stem]} ({stem}.npy); rename one of them"))
             continue
         stems[stem] = rel
         e = done.get(rel)
         if e and all(e.get(k) == v for k, v in setting.items()) and all((out_dir / o).is_file() for o in e["outputs"]):
             skipped += 1
         else:
-            todo.append((f, rel, stem))
+            todo.append((read, rel, stem))
     written = 0
     bar = tqdm(total=len(todo), desc="pseudolabel", unit="img", disable=not progress)
     with open(out_dir / MANIFEST, "a") as manifest:
         for k in range(0, len(todo), batch_size):
             batch, arrays = [], []
-            for f, rel, stem in todo[k:k + batch_size]:
+            for read, rel, stem in todo[k:k + batch_size]:
                 try:
-                    arrays.append(read_rgb(f))
+                    arrays.append(read())
                     batch.append((rel, stem))
                 except DataError as err:
                     failed.append((rel, str(err)))
@@ -267,7 +300,7 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
 
 def plot_pseudo_labels(teacher: Teacher, images, out_path, resolution: int | None = None, pairs_per_row: int = 3,
                        eps: float = PSEUDO_LABEL_EPS):
-    """Figure: image | pseudo-label (``disparity_to_depth``, near red / far blue) pairs."""
+    """Figure: image | pseudo-label (``disparity_to_depth``, near red / far blue, background as invalid) pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,8 +317,10 @@ def plot_pseudo_labels(teacher: Teacher, images, out_path, resolution: int | Non
     for i, (a, d) in enumerate(zip(arrays, labels)):
         r, c = divmod(i, pairs_per_row)
         axes[r, 2 * c].imshow(a)
-        axes[r, 2 * c + 1].imshow(colorize_depth(d, np.ones(d.shape, bool)))
-        axes[r, 2 * c + 1].set_title(f"depth ratio {d.max() / d.min():.0f}", fontsize=7)
+        valid = d > 0  # background (sky) is invalid in a pseudo-label
+        axes[r, 2 * c + 1].imshow(colorize_depth(d, valid))
+        ratio = d[valid].max() / d[valid].min() if valid.any() else float("nan")
+        axes[r, 2 * c + 1].set_title(f"depth ratio {ratio:.0f}", fontsize=7)
     fig.suptitle(f"pseudo-labels from {Path(teacher.name).name}", fontsize=9)
     fig.tight_layout()
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)

@@ -91,11 +91,15 @@ def pseudo_label_path(pseudo_dir: Path, name: str) -> Path:
 
 def _dataset_files(ds) -> list:
     """The files a dataset reads, for the cache key (their sizes and mtimes invalidate it)."""
-    for attr in ("files", "paths", "index"):
+    root = getattr(ds, "root", None)
+    if hasattr(root, "is_tar"):  # data.io.Root: Hypersim / Virtual KITTI 2, (rgb, depth) pairs under it
+        if root.is_tar:
+            return [str(root.path)]
+        return sorted({str(root.path / rel) for pair in ds.samples for rel in pair})
+    for attr in ("files", "paths", "index", "frames"):
         v = getattr(ds, attr, None)
         if isinstance(v, (list, tuple)) and v:
             return sorted({str(x[0] if isinstance(x, tuple) else x) for x in v})
-    root = getattr(ds, "root", None)
     if root is not None and Path(root).is_dir():
         return sorted(str(p) for p in Path(root).rglob("*") if p.is_file())
     return [str(root)]

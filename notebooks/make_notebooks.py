@@ -154,17 +154,17 @@ NOTEBOOKS["02_teacher_pseudo_labels"] = [
     ("md", """# 02 · Teacher pseudo-labels for the real images
 
 The teacher predicts relative inverse depth (disparity). FiffDepth supervises d₋₁ with it in
-the normalised depth representation of the depth codec: `depth = 1 / clip(disp / p98(disp), 0.02)`
-(`fiffdepth.teacher.disparity_to_depth`), then the codec's 2/98-percentile affine
-normalisation. The job is resumable: finished images are skipped.
+the normalised depth representation of the depth codec: `depth = p98(disp) / disp`, with pixels
+below 0.02 × p98 (sky, background) left invalid (`fiffdepth.teacher.disparity_to_depth`), then
+the codec's 2/98-percentile affine normalisation over the valid pixels, as for synthetic ground
+truth. The job is resumable: finished images are skipped.
 
 *Runtime (tiny, 2 CPU cores): under a minute (1096 images).*"""),
     ("code", COMMON_PARAMS + '''batch_size = 16
 '''),
     ("code", SETUP),
     ("code", '''# nbval-ignore-output
-result = stages.make_pseudo_labels(out_dir, teacher=None if preset == "tiny" else stages.stage_config(out_dir, preset, overrides).teacher.pretrained,
-                                   batch_size=batch_size)
+result = stages.make_pseudo_labels(out_dir, batch_size=batch_size, preset=preset, overrides=overrides)
 print({k: (v if k != "failed" else len(v)) for k, v in result.items()})'''),
     ("md", "Image | pseudo-label (near = red) on six photos and six real-styled images:"),
     ("code", '''from fiffdepth.data.io import list_files, read_rgb

@@ -144,3 +144,133 @@ def make_da2k_fixture(root, n=2, h=48, w=64):
                       "closer_point": "point1"} for k in range(4)]
     (root / "annotations.json").write_text(json.dumps(ann))
     return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper-scale layouts at toy size (tests/test_paper_smoke.py): a Stable-Diffusion-2 directory, a
+# Depth-Anything-V2 directory, and training data in the real on-disk formats
+
+
+def write_sd2_layout(root, seed=0):
+    """SD2's directory (unet/, vae/, scheduler/, text_encoder/, tokenizer/, model_index.json) with
+    SD2's block types, attention layout (linear projections, upcast attention, heads doubling
+    with width), 4-channel latents, ×8 VAE with scaling factor 0.18215 and v-prediction
+    scheduler config, at small widths and random weights; the text encoder and tokenizer are
+    transformers' CLIP classes with a 4-token vocabulary."""
+    import json
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    from fiffdepth.bench import SD2_UNET, SD2_VAE
+    from fiffdepth.generator import build_tiny_text_encoder, save_generator
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**{**SD2_UNET, "block_out_channels": [32, 64, 128, 128],
+                                   "attention_head_dim": [1, 2, 4, 4], "cross_attention_dim": 32})
+    vae = AutoencoderKL(**{**SD2_VAE, "block_out_channels": [32, 32, 64, 64]})
+    # stabilityai/stable-diffusion-2 scheduler/scheduler_config.json
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1, prediction_type="v_prediction")
+    tokenizer, text_encoder = build_tiny_text_encoder(hidden_size=32, seed=seed)
+    root = save_generator(Path(root), unet, vae, scheduler, tokenizer, text_encoder)
+    index = json.loads((root / "model_index.json").read_text())
+    index.pop("fiffdepth_pretrain", None)
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    return root
+
+
+def write_depth_anything_layout(root, image_size=56, seed=0):
+    """A DepthAnythingForDepthEstimation directory (config.json, weights, preprocessor_config.json)."""
+    from pathlib import Path
+
+    from transformers import DepthAnythingForDepthEstimation
+
+    from fiffdepth.teacher import _init_for_training, default_processor, tiny_teacher_config
+
+    torch.manual_seed(seed)
+    cfg = tiny_teacher_config(image_size=image_size, hidden_size=32, num_layers=4, num_heads=2, fusion_hidden_size=16)
+    model = _init_for_training(DepthAnythingForDepthEstimation(cfg)).eval()
+    root = Path(root)
+    model.save_pretrained(root)
+    default_processor(image_size, cfg.backbone_config.patch_size).save_pretrained(root)
+    return root
+
+
+def write_hypersim_raw(root, n=3, h=96, w=128):
+    """Raw Hypersim: linear-HDR colour and ray *distance* in HDF5 (key "dataset"), render entity
+    ids with -1 where no surface; the planar depth is ``fixture_scene``'s."""
+    from pathlib import Path
+
+    import h5py
+    import numpy as np
+
+    from fiffdepth.data.hypersim import FOCAL, WIDTH
+
+    root = Path(root)
+    focal = FOCAL * w / WIDTH
+    x = np.linspace(-0.5 * w + 0.5, 0.5 * w - 0.5, w)[None, :]
+    y = np.linspace(-0.5 * h + 0.5, 0.5 * h - 0.5, h)[:, None]
+    for i in range(n):
+        rgb, planar = fixture_scene(h, w, 40 + i)
+        images = root / f"ai_001_{i + 1:03d}" / "images"
+        (images / "scene_cam_00_final_hdf5").mkdir(parents=True, exist_ok=True)
+        (images / "scene_cam_00_geometry_hdf5").mkdir(exist_ok=True)
+        distance = planar * np.sqrt(x * x + y * y + focal * focal) / focal
+        entity = np.ones((h, w), np.int32)
+        entity[: h // 8] = -1  # a window with nothing behind it
+        files = {"scene_cam_00_final_hdf5/frame.0000.color.hdf5": ((rgb / 255.0) ** 2.2).astype(np.float16),
+                 "scene_cam_00_geometry_hdf5/frame.0000.depth_meters.hdf5": distance.astype(np.float16),
+                 "scene_cam_00_geometry_hdf5/frame.0000.render_entity_id.hdf5": entity}
+        for rel, arr in files.items():
+            with h5py.File(images / rel, "w") as f:
+                f["dataset"] = arr
+    return root
+
+
+def write_vkitti2(root, n=3, h=375, w=1242):
+    """Virtual KITTI 2 at its own frame size: RGB JPEG and 16-bit depth PNG in cm, 65535 = sky."""
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(root)
+    for i in range(n):
+        rgb, depth = fixture_scene(h, w, 50 + i)
+        cm = np.clip(depth * 100 * 2, 0, 65534).astype(np.uint16)  # 3-12 m
+        cm[: h // 4] = 65535  # sky
+        _save_image(root / f"rgb/Scene01/clone/frames/rgb/Camera_0/rgb_{i:05d}.jpg", rgb)
+        _save_image(root / f"depth/Scene01/clone/frames/depth/Camera_0/depth_{i:05d}.png", cm)
+    return root
+
+
+def write_webdataset_shards(root, n_shards=2, per_shard=3):
+    """LAION-style webdataset tar shards of real photos (the scikit-image ones): per sample
+    ``<key>.jpg``, ``<key>.txt`` (caption) and ``<key>.json``."""
+    import io
+    import json
+    import tarfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from fiffdepth.data.real import embedded_real_images
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    photos = embedded_real_images(n=n_shards * per_shard, size=None)
+    for s in range(n_shards):
+        with tarfile.open(root / f"{s:05d}.tar", "w") as tar:
+            for k in range(per_shard):
+                key = f"{s:05d}{k:04d}"
+                buf = io.BytesIO()
+                Image.fromarray(photos[s * per_shard + k]).save(buf, format="JPEG", quality=90)
+                members = {".jpg": buf.getvalue(), ".txt": b"a photo",
+                           ".json": json.dumps({"key": key, "aesthetic": 7.0}).encode()}
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(key + ext)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root

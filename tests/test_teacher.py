@@ -88,17 +88,40 @@ def _write_scenes(root, n=8, size=42, seed=0):
 
 def test_disparity_to_depth_hand_values():
     disp = np.array([[0.0, 1.0], [2.0, 4.0]], np.float32)
-    # numpy's linear 98th percentile of [0, 1, 2, 4]: 2 + 0.94 * (4 - 2) = 3.88
-    expected = np.array([[1 / 0.02, 3.88], [3.88 / 2, 3.88 / 4]], np.float32)
+    # numpy's linear 98th percentile of [0, 1, 2, 4]: 2 + 0.94 * (4 - 2) = 3.88; disparity 0 is background
+    expected = np.array([[0.0, 3.88], [3.88 / 2, 3.88 / 4]], np.float32)
     np.testing.assert_allclose(disparity_to_depth(disp), expected, rtol=1e-5)
     np.testing.assert_allclose(disparity_to_depth(7.5 * disp), expected, rtol=1e-5)  # scale-free
     np.testing.assert_allclose(disparity_to_depth(torch.from_numpy(disp)[None]).numpy()[0], expected, rtol=1e-5)
-    assert np.all(disparity_to_depth(np.zeros((3, 3))) == 50.0)  # no positive disparity: constant far
-    assert disparity_to_depth(disp, eps=0.1)[0, 0] == pytest.approx(10.0)
+    assert np.all(disparity_to_depth(np.zeros((3, 3))) == 0.0)  # no positive disparity: all background
+    assert disparity_to_depth(disp, eps=0.3)[0, 1] == 0.0  # 1 / 3.88 < 0.3: background
+    assert disparity_to_depth(disp, background=50.0)[0, 0] == 50.0  # the far plane, for pictures
     assert disparity_to_depth(disp).dtype == np.float32
 
 
-# ----------------------------------------------------------------------------- the teacher
+def test_sky_does_not_set_the_pseudo_label_range():
+    """Issue 15: a teacher disparity with a known shift on the scene and 0 on a sky that covers
+    a third of the image gives the scene the same normalised d_-1 target as the sky-free crop
+    of the same scene: the sky is masked out of the percentiles, as synthetic sky is."""
+    from fiffdepth.codecs import normalize_depth
+
+    def target(label):
+        t = torch.from_numpy(label)[None, None]
+        return normalize_depth(t, t > 0)[0, 0].numpy()
+
+    rows = np.arange(48, dtype=np.float32)[:, None].repeat(40, 1)
+    depth = 2.0 * 32 / np.maximum(rows - 15, 1)  # ground plane below the horizon (row 16)
+    depth[30:40, 10:20] = 2.5  # a box
+    scene = rows >= 16
+    for shift in (0.0, 0.05, 0.1):
+        disp = np.where(scene, 1.0 / depth + shift, 0.0).astype(np.float32)
+        label = disparity_to_depth(disp)
+        assert (label[~scene] == 0).all() and (label[scene] > 0).all()
+        np.testing.assert_allclose(target(label)[16:], target(disparity_to_depth(disp[16:])), atol=1e-6)
+        assert target(label)[scene].max() == 1.0  # the scene spans the whole range
+        # clipping the sky to a far plane instead lets it set the 98th percentile
+        far = target(disparity_to_depth(disp, background=50.0))
+        assert far[scene].max() < target(label)[scene].max()
 
 
 def test_predict_disparity_batched_equals_single_and_input_types(foreign_teacher):
@@ -139,6 +162,36 @@ def test_foreign_teacher_dir_pseudolabels_a_folder(foreign_teacher, tmp_path):
     # a different eps is a different label: recomputed, not skipped
     other = pseudolabel_folder(foreign_teacher, tmp_path / "images", out, progress=False, eps=0.05)
     assert other["written"] == 4 and other["skipped"] == 0
+
+
+def test_tar_shards_are_pseudolabelled_where_training_looks(foreign_teacher, tmp_path):
+    """LAION-style webdataset shards: each member's label lands at the path the trainer reads."""
+    import io
+    import tarfile
+
+    from fiffdepth.data.real import TarShards
+    from fiffdepth.train import pseudo_label_path
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "shards").mkdir()
+    with tarfile.open(tmp_path / "shards" / "000000.tar", "w") as tar:
+        for key in ("000000000", "000000001"):
+            for ext, data in ((".jpg", None), (".txt", b"a caption")):
+                if data is None:
+                    buf = io.BytesIO()
+                    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(buf, format="JPEG")
+                    data = buf.getvalue()
+                info = tarfile.TarInfo(key + ext)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "labels"
+    result = pseudolabel_folder(foreign_teacher, tmp_path / "shards", out, progress=False)
+    assert result["written"] == 2 and not result["failed"]
+    shards = TarShards(tmp_path / "shards")
+    for i in range(len(shards)):
+        label = np.load(pseudo_label_path(out, shards[i]["name"]))
+        assert label.shape == (30, 40)
+    assert pseudolabel_folder(foreign_teacher, tmp_path / "shards", out, progress=False)["skipped"] == 2
 
 
 def test_cli_resumes_after_kill(foreign_teacher, foreign_teacher_dir, tmp_path):
@@ -210,7 +263,7 @@ def test_training_tiny_teacher_lowers_loss_and_loads(tmp_path):
     teacher = Teacher.from_pretrained(out, device="cpu")  # config + weights + preprocessor_config.json
     assert teacher.processor.size.height == 42 and teacher.processor.ensure_multiple_of == 14
     (label,) = teacher.pseudo_label([np.array(Image.open(data / "rgb" / "000000.png"))])
-    assert label.shape == (42, 42) and np.isfinite(label).all() and label.min() > 0
+    assert label.shape == (42, 42) and np.isfinite(label).all() and label.min() >= 0 and label.max() > 0
 
 
 @pytest.mark.slow

@@ -327,3 +327,50 @@ def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path
                                progress=False)
     assert sorted({n.split("shards/")[1] for n in real.names}) == ["000.tar:a.jpg", "000.tar:sub/b.jpg",
                                                                   "001.tar:a.jpg", "001.tar:sub/b.jpg"]
+
+
+class _RecordingCache:
+    """Stands in for a LatentCache: records which cached versions a step draws."""
+
+    def __init__(self, n):
+        self.n, self.drawn = n, []
+
+    def __len__(self):
+        return self.n
+
+    def tensors(self, idx):
+        self.drawn.append(list(idx))
+        z = torch.zeros(len(idx), 4, 2, 2)
+        return z, z, torch.ones(len(idx), 1, 2, 2, dtype=torch.bool)
+
+
+def test_pixel_space_augmentation_differs_from_step_to_step():
+    """Issue 15: K cached pixel-space versions per scene (scene-major, as build_caches writes
+    them); successive steps draw different versions (mirror, crops) of the same scene."""
+    from fiffdepth.train import _augment, _micro_batch
+
+    scenes, k, half = 5, 4, 4
+    syn = _RecordingCache(scenes * k)
+    for m in range(20):
+        _micro_batch(syn, None, len(syn), m, half, 0, half, seed=0, acp_len=1000, device="cpu")
+    versions: dict[int, set] = {}
+    for step in syn.drawn:
+        for i in step:
+            versions.setdefault(i // k, set()).add(i % k)
+    assert all(len(v) > 1 for v in versions.values()), versions
+    g = torch.Generator().manual_seed(0)
+    item = {"image": torch.rand(3, 40, 56, generator=g), "depth": torch.rand(1, 40, 56, generator=g) + 1}
+    item["valid_mask"] = item["depth"] > 0
+    pixels = [_augment(item, 32, 0, 0, v)["image"] for v in range(k)]
+    assert all(not torch.equal(pixels[a], pixels[b]) for a in range(k) for b in range(a + 1, k))
+
+
+@pytest.mark.parametrize("preset", ["paper", "tiny"])
+def test_no_teacher_batch_is_the_presets_batch_size(preset):
+    """Issue 15: without a real half the synthetic side fills the whole batch (paper 32, tiny 8)."""
+    from fiffdepth.train import _micro_batch
+
+    half = get_config(preset).train.batch_size // 2
+    syn = _RecordingCache(100)
+    batch = _micro_batch(syn, None, 100, 0, half, 0, half, seed=0, acp_len=1000, device="cpu", syn_share=2)
+    assert batch[0].shape[0] == get_config(preset).train.batch_size == {"paper": 32, "tiny": 8}[preset]

@@ -200,13 +200,15 @@ class TarShards(_RealBase):
 
     def read(self, index: int) -> tuple[np.ndarray, str]:
         path, member, offset, size = self.index[index]
-        name = f"{path}:{member}"
+        where = f"{path}:{member}"
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
                 data = f.read(size)
         except OSError as err:
-            raise DataError(f"{name}: cannot read ({err})") from err
+            raise DataError(f"{where}: cannot read ({err})") from err
         if len(data) != size:
-            raise DataError(f"{name}: truncated member ({len(data)} of {size} bytes)")
-        return read_rgb(data, name), name
+            raise DataError(f"{where}: truncated member ({len(data)} of {size} bytes)")
+        # the name is relative, like ImageFolder's: "<shard file>:<member>" (its pseudo-label is
+        # <pseudo dir>/<shard file>/<member stem>.npy, fiffdepth.train.pseudo_label_path)
+        return read_rgb(data, where), f"{path.name}:{member}"
