@@ -335,8 +335,8 @@ def use_sdpa(*modules) -> None:
 
 
 def thread_independent_1x1_convs(*modules) -> None:
-    """Run each 1×1 ``Conv2d`` (stride 1, no padding, one group) as a matrix product, in place, so
-    its output does not depend on the thread count.
+    """Make each plain 1×1 ``Conv2d`` (stride 1, no padding, one group) a ``MatmulConv1x1``, in
+    place, so its output does not depend on the thread count.
 
     oneDNN's fp32 1×1 convolution kernel on CPU (the VAE's and the UNet's ``conv_shortcut``)
     splits its sums differently for 1 and 2 threads (last-bit differences, up to ~5e-7; its
@@ -346,19 +346,18 @@ def thread_independent_1x1_convs(*modules) -> None:
     """
     for root in modules:
         for conv in root.modules():
-            if (isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-                    and conv.padding in ((0, 0), "valid") and conv.groups == 1 and "forward" not in vars(conv)):
-                conv.forward = _as_matmul(conv)
+            if (type(conv) is torch.nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+                    and conv.padding in ((0, 0), "valid") and conv.groups == 1):
+                conv.__class__ = MatmulConv1x1  # same parameters and state dict; survives deepcopy
 
 
-def _as_matmul(conv: torch.nn.Conv2d):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C_in, H, W) -> (B, C_out, H, W) = W (C_out, C_in) @ x (B, C_in, H·W) + b."""
+class MatmulConv1x1(torch.nn.Conv2d):
+    """A 1×1 convolution computed as W (C_out, C_in) @ x (B, C_in, H·W) + b."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        y = torch.matmul(conv.weight.flatten(1), x.reshape(b, c, h * w)).view(b, -1, h, w)
-        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
-
-    return forward
+        y = torch.matmul(self.weight.flatten(1), x.reshape(b, c, h * w)).view(b, -1, h, w)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
 def _resolve_decoder(decoder, model: FiffDepthModel):

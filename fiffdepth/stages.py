@@ -322,7 +322,8 @@ def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth"
     if done and (run_dir / "config.yaml").is_file():
         if FiffDepthConfig.load(run_dir / "config.yaml") == cfg:
             return done
-    return train(cfg, resume="latest", progress=progress, cache_root=L.cache, on_log=on_log)
+    # a killed run of this config resumes; checkpoints of another config are replaced, not resumed
+    return train(cfg, resume="latest", overwrite=True, progress=progress, cache_root=L.cache, on_log=on_log)
 
 
 # -- 04 / 05: evaluation ----------------------------------------------------------------------------------

@@ -306,11 +306,22 @@ def check_run_directory(ckpt_root: Path, resume: str | None, chash: str, force_r
                         overwrite: bool = False) -> Path | None:
     """The checkpoint to resume from (None: a fresh start), after checking that it belongs to
     this run: same ``config_hash`` unless ``force_resume``. A fresh run into a directory that
-    already holds checkpoints is refused unless ``overwrite`` (the caller then removes them)."""
-    start = find_resume_checkpoint(ckpt_root, resume or "none")
+    already holds checkpoints is refused unless ``overwrite``; with ``overwrite``, checkpoints
+    that cannot be resumed (broken, another run's) mean a fresh start too. The caller removes
+    the old checkpoints when this returns None under ``overwrite``."""
+    try:
+        start = find_resume_checkpoint(ckpt_root, resume or "none")
+    except ResumeError as err:
+        if not overwrite:
+            raise
+        warnings.warn(f"starting over (--overwrite): {err}")
+        return None
     if start is not None:
         state = json.loads((start / "trainer_state.json").read_text())
         theirs = state.get("config_hash")
+        if theirs != chash and overwrite and not force_resume:
+            warnings.warn(f"starting over (--overwrite): {start} was made with other method settings")
+            return None
         if theirs != chash and not force_resume:
             raise ResumeError(f"{start}: made with other method settings (config hash {theirs}, this run {chash}; "
                               f"see {ckpt_root.parent / 'config.yaml'}); pass --force-resume to resume anyway, "

@@ -330,3 +330,7 @@ def test_same_bytes_at_one_and_two_threads(pipe):
             fixed.append(conv(x))
     torch.set_num_threads(threads)
     assert torch.equal(*fixed) and torch.allclose(fixed[0], ref, atol=1e-5)  # the same convolution
+    import copy
+
+    half = copy.deepcopy(conv).to(torch.bfloat16)  # a copy computes with its own weights
+    assert half(x.bfloat16()).dtype == torch.bfloat16

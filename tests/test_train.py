@@ -197,7 +197,11 @@ def test_resume_refuses_another_runs_checkpoints(train_data, tmp_path):
     train(other, resume="latest", force_resume=True, progress=False, cache_root=cache)  # forced
     summary = train(other, overwrite=True, progress=False, cache_root=cache)  # started over
     steps = [r["step"] for r in read_log(out / "losses.jsonl")]
-    assert summary["steps"] == 3 and steps == sorted(set(steps)) and steps[0] == 0
+    assert summary["steps"] == 3 and steps == [0, 1, 2, 3]  # no log line twice
+    with pytest.warns(UserWarning, match="starting over"):  # latest + overwrite: another run's checkpoints replaced
+        train(get_config("tiny", _overrides(train_data, out, **base)), resume="latest", overwrite=True,
+              progress=False, cache_root=cache)
+    assert [r["step"] for r in read_log(out / "losses.jsonl")] == [0, 1, 2]
 
 
 def test_non_finite_loss_stops_with_step_and_batch(train_data, tmp_path):
