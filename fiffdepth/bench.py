@@ -841,9 +841,9 @@ def format_report(r: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    parser.add_argument("--preset", choices=["tiny", "paper"], default="tiny", help="model sizes to time")
     parser.add_argument("--images", type=int, default=None, help="images per method (default: 100 on CUDA, few on CPU)")
-    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=512, help="image side in pixels")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--skip", default=None,
                         help=f"comma-separated subset of {','.join(SKIPPABLE)} ('none' to run all; default on CPU "
@@ -854,12 +854,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=None, help="batch size of the batched rows")
     parser.add_argument("--bf16-resolution", type=int, default=None,
                         help="resolution of the bf16 rows (default: --resolution on CUDA, smaller on CPU)")
-    parser.add_argument("--bf16-images", type=int, default=None)
+    parser.add_argument("--bf16-images", type=int, default=None, help="images of the bf16 rows (default: --images)")
     parser.add_argument("--warmup", type=int, default=None, help="extra warm-up calls per method after the counted one")
     parser.add_argument("--compile", action="store_true", help="torch.compile the FiffDepth pipelines")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
     parser.add_argument("--out", default=None, help="write the result as JSON")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="print only the result")
 
 
 def run(args: argparse.Namespace) -> int:

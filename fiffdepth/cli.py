@@ -18,7 +18,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("fiffdepth.pipeline", "predict depth for images (one UNet pass each)"),
-    "data": ("fiffdepth.data.cli", "make or inspect datasets (e.g. `fiffdepth data synth`)"),
+    "data": ("fiffdepth.data.cli", "make or inspect datasets (e.g. 'fiffdepth data synth')"),
     "pseudolabel": ("fiffdepth.teacher", "pseudo-label images with a Depth Anything V2 teacher"),
     "pretrain": ("fiffdepth.generator", "pretrain the embedded priors: tiny generator (VAE + latent diffusion UNet) and tiny teacher"),
     "train": ("fiffdepth.train", "fine-tune FiffDepth (Eq. 7) with accelerate"),
@@ -29,8 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in its help, unless there is none to show (None, off, required)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or action.required or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fiffdepth", description=__doc__.splitlines()[0])
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fiffdepth", description=__doc__.splitlines()[0].replace("``", ""))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -46,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (any position)")
-    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+    if not argv or argv[0] in {"-h", "--help", "--version"} or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
     try:
@@ -70,7 +82,8 @@ def _run(argv: list[str]) -> int:
             print(f"fiffdepth {argv[0]}: not available in this version ({err.name} is missing)", file=sys.stderr)
             return 2
         raise
-    sub = argparse.ArgumentParser(prog=f"fiffdepth {argv[0]}", description=help_text)
+    sub = argparse.ArgumentParser(prog=f"fiffdepth {argv[0]}", description=help_text,
+                                  formatter_class=HelpFormatter)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     return int(module.run(args) or 0)

@@ -370,7 +370,7 @@ def config_from_args(args: argparse.Namespace) -> FiffDepthConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    parser.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format")
     parser.add_argument("--out", help="write to this file instead of stdout")
 
 

@@ -283,14 +283,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="FiffDepth model directory (its VAE is the teacher)")
     parser.add_argument("--data", required=True, help="synthetic scenes (`fiffdepth data synth` layout)")
     parser.add_argument("--out", default=None, help=f"output directory (default: MODEL/{DECODER_DIR})")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=1500, help="optimisation steps")
+    parser.add_argument("--batch-size", type=int, default=16, help="scenes per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     parser.add_argument("--resolution", type=int, default=None, help="default: the model's processing resolution")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many scenes")
     parser.add_argument("--eval", default=None, help="evaluation scenes: report full vs tiny AbsRel")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and sampling")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -612,12 +612,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--processing-resolution", type=int, default=None,
                         help="longest side for every dataset (0 = native; default: each dataset's protocol, "
                              "else the model's)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="images per model call")
     parser.add_argument("--max-images", type=int, default=None, help="first N images per dataset (smoke tests)")
     parser.add_argument("--marigold-steps", type=int, default=None, help="denoising steps of a Marigold model")
     parser.add_argument("--marigold-ensemble", type=int, default=1, help="ensemble size of a Marigold model")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _slug(label: str) -> str:

@@ -263,16 +263,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "images + depth for the teacher")
     parser.add_argument("--out", required=True,
                         help="output root: OUT/generator (Stable Diffusion layout) and OUT/teacher (transformers layout)")
-    parser.add_argument("--stage", choices=["all", "generator", "teacher"], default="all")
-    parser.add_argument("--vae-steps", type=int, default=VAE_STEPS)
-    parser.add_argument("--unet-steps", type=int, default=UNET_STEPS)
-    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
+    parser.add_argument("--stage", choices=["all", "generator", "teacher"], default="all", help="which prior(s) to pretrain")
+    parser.add_argument("--vae-steps", type=int, default=VAE_STEPS, help="VAE optimisation steps")
+    parser.add_argument("--unet-steps", type=int, default=UNET_STEPS, help="latent-diffusion UNet optimisation steps")
+    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS, help="teacher optimisation steps")
     parser.add_argument("--resolution", type=int, default=None, help="generator training resolution (default: data.resolution)")
-    parser.add_argument("--max-images", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-images", type=int, default=4000, help="use at most this many training images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); the result does not depend on it")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

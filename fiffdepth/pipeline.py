@@ -511,9 +511,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory (not an input folder; a subfolder of one is skipped when listing)")
     parser.add_argument("--processing-resolution", type=int, default=None,
                         help="longest side for processing (0 = native; default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--cmap", default="Spectral")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per UNet call")
+    parser.add_argument("--cmap", default="Spectral", help="matplotlib colormap of the coloured PNG")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     parser.add_argument("--decoder", choices=["full", "tiny"], default="full",
                         help="tiny: the distilled decoder written by `fiffdepth distill-decoder`")
     parser.add_argument("--bf16", action="store_true",

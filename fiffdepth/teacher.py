@@ -501,11 +501,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"hub id or local directory of a DepthAnythingForDepthEstimation (default {DEFAULT_TEACHER})")
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder: <stem>.npy, <stem>.disp.npy, manifest.jsonl")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per teacher call")
     parser.add_argument("--resolution", type=int, default=None, help="processing size (default: the processor's)")
     parser.add_argument("--eps", type=float, default=PSEUDO_LABEL_EPS, help="disparity clip in disparity_to_depth")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -656,7 +656,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a fresh run into an output directory with checkpoints: delete them and start over")
     parser.add_argument("--output-dir", default=None, help="shortcut for --set train.output_dir=...")
     parser.add_argument("--cache-dir", default=None, help="latent cache root (default: <output_dir>/../.latent_cache)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,3 +42,24 @@ def test_train_config_and_data_errors_are_one_line(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-labels: pseudo-label folder not found" in err[0]
+
+
+def test_version_and_every_option_has_help(capsys):
+    import argparse
+    import importlib
+
+    from fiffdepth import __version__
+    from fiffdepth.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"fiffdepth {__version__}"
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        bare = [a.dest for a in parser._actions if not a.help]
+        assert not bare, f"fiffdepth {name}: options without help text: {bare}"
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 1)" in text and "(default: None)" not in text and "``" not in text

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True, help="what to do")
     p = sub.add_parser("synth", help="render embedded synthetic RGB-D scenes to DIR/{rgb,depth,mask}")
     p.add_argument("--n", type=int, default=1000, help="number of scenes")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
