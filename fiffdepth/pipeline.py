@@ -552,19 +552,45 @@ def run(args: argparse.Namespace) -> int:
     res = pipe.check_processing_resolution(args.processing_resolution)
     failed = len(problems)
     written = 0
-    for path, stem in tqdm(list(zip(files, stems)), desc="predict", unit="img"):
-        try:
-            image, notes = load_image(path)
+    batch = max(1, args.batch_size)
+    pairs = list(zip(files, stems))
+    bar = tqdm(total=len(pairs), desc="predict", unit="img")
+    for start in range(0, len(pairs), batch):
+        loaded = []  # (stem, image) of this chunk's readable images; same-size ones share a UNet call
+        for path, stem in pairs[start:start + batch]:
+            try:
+                image, notes = load_image(path)
+            except (BadImageError, OSError) as err:
+                tqdm.write(f"error: {err}", file=sys.stderr)
+                failed += 1
+                bar.update(1)
+                continue
             for note in notes:
                 tqdm.write(f"note: {path}: {note}", file=sys.stderr)
-            depth = pipe(image, processing_resolution=res).depth[0]
-            write_depth_outputs(depth, out_dir, stem, args.cmap)
-        except (BadImageError, OSError) as err:
-            tqdm.write(f"error: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        record += [n for n in output_names(stem) if n not in record]
-        written += 1
+            loaded.append((stem, image))
+        try:
+            depths = list(pipe([im for _, im in loaded], processing_resolution=res, batch_size=batch).depth) \
+                if loaded else []
+        except BadImageError:  # one bad image must not fail its neighbours: predict them one by one
+            depths = []
+            for _, im in loaded:
+                try:
+                    depths.append(pipe(im, processing_resolution=res).depth[0])
+                except BadImageError as err:
+                    depths.append(err)
+        for (stem, _), depth in zip(loaded, depths):
+            bar.update(1)
+            try:
+                if isinstance(depth, Exception):
+                    raise depth
+                write_depth_outputs(depth, out_dir, stem, args.cmap)
+            except (BadImageError, OSError) as err:
+                tqdm.write(f"error: {err}", file=sys.stderr)
+                failed += 1
+                continue
+            record += [n for n in output_names(stem) if n not in record]
+            written += 1
+    bar.close()
     write_json(out_dir / OUTPUT_MARKER, {"outputs": record})
     print(f"wrote {written} depth map(s) to {out_dir}" + (f"; {failed} input(s) failed" if failed else ""))
     return 0 if failed == 0 else 1

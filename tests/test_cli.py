@@ -63,3 +63,27 @@ def test_version_and_every_option_has_help(capsys):
         main(["predict", "--help"])
     text = capsys.readouterr().out
     assert "(default: 1)" in text and "(default: None)" not in text and "``" not in text
+
+
+@pytest.mark.parametrize("batch,calls", [(1, 4), (4, 1)])
+def test_predict_batch_size_batches_unet_calls(tmp_path, monkeypatch, batch, calls):
+    """issue 16: --batch-size is honoured (same-size images share one UNet call), outputs unchanged."""
+    from diffusers import UNet2DConditionModel
+
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    seen = []
+    forward = UNet2DConditionModel.forward
+
+    def counting(self, sample, *a, **kw):
+        seen.append(sample.shape[0])
+        return forward(self, sample, *a, **kw)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counting)
+    out = tmp_path / f"out{batch}"
+    assert main(["predict", str(images), "--out", str(out), "--batch-size", str(batch)]) == 0
+    assert len(seen) == calls and sum(seen) == 4
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"im{i}.npy" for i in range(4)]
