@@ -33,6 +33,16 @@ def save_figure(fig, out: str | os.PathLike | None, dpi: int = 120) -> None:
     atomic_write(out, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight"))
 
 
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes (for an ``ipywidgets.Image``), then closed."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
 def stretch(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Depth -> [0, 1] between its 2nd and 98th percentiles over valid pixels (invalid -> NaN)."""
     d = np.asarray(depth, dtype=np.float64)

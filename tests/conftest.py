@@ -144,3 +144,13 @@ def make_da2k_fixture(root, n=2, h=48, w=64):
                       "closer_point": "point1"} for k in range(4)]
     (root / "annotations.json").write_text(json.dumps(ann))
     return root
+
+
+def make_lab_outputs(out):
+    """A tiny embedded OUT for the lab (fiffdepth.lab): 16 synthetic scenes, 4 held-out scenes per
+    domain, 4 photos and 4 real-styled images with the shipped teacher's pseudo-labels, at 64 px."""
+    from fiffdepth.lab import prepare_inputs
+
+    prepare_inputs(out, progress=False, n_synth=16, n_eval=4, size=64, n_real=4, n_styled=4, n_styled_real=4,
+                   workers=1)
+    return out
