@@ -44,7 +44,7 @@ reproduce: install
 # notebooks mean the same folders.
 lab: install
 	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --ServerApp.root_dir="$(LAB_DIR)" \
-		--MappingKernelManager.root_dir="$(CURDIR)" $(LAB_ARGS)
+		--MappingKernelManager.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-outputs:
 	rm -rf $(OUT)

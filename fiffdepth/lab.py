@@ -17,6 +17,7 @@ made it, else the shipped ``weights/fiffdepth``.
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import queue
@@ -179,8 +180,6 @@ class Lab:
     def runs(self) -> list[LabSettings]:
         """The finished lab runs, oldest first."""
         done = [p.parent for p in self.L.runs.glob(f"*/{SETTINGS_FILE}") if (p.parent / "summary.json").is_file()]
-        import json
-
         return [LabSettings(**json.loads((d / SETTINGS_FILE).read_text()))
                 for d in sorted(done, key=lambda d: (d / "summary.json").stat().st_mtime)]
 
@@ -191,8 +190,12 @@ class Lab:
         if problems:
             raise ValueError("; ".join(problems))
         s = settings.canonical()
+        # OUT's data by their own absolute paths, as make reproduce names them: the latent cache's
+        # key holds the paths, so a run finds the caches 03_train built
+        data = stages.stage_config(self.out.resolve()).data
+        inputs = {"data.synthetic": data.synthetic, "data.real": data.real, "data.pseudo_labels": data.pseudo_labels}
         with self._lock:
-            summary = stages.train_variant(self.root, s.slug, steps=s.steps, overrides=s.overrides(),
+            summary = stages.train_variant(self.root, s.slug, steps=s.steps, overrides={**s.overrides(), **inputs},
                                            progress=False, on_log=on_log)
             write_json(self.run_dir(s) / SETTINGS_FILE, asdict(s))
         return summary
@@ -360,9 +363,10 @@ class LabWidget:
         self.widget = W.VBox([W.HBox([box, live]),
                               W.HTML("<b>Comparison</b>: held-out scenes of both embedded domains, ×100"), self.table,
                               W.HBox([explorer, maps])])
+        self.widget.add_class("fiffdepth-lab")
         self._training: LabSettings | None = None
         self._rows: list[dict] = []
-        self._drawn = 0.0
+        self._next_draw = 0.0
         self._jobs: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, daemon=True, name="fiffdepth-lab").start()
         self._jobs.put(self._refresh)  # score the baselines and earlier runs without blocking the cell
@@ -407,7 +411,7 @@ class LabWidget:
 
     def _train_job(self, s: LabSettings):
         cached = self.lab.is_trained(s)
-        self._rows, self._drawn = [], 0.0
+        self._rows, self._next_draw = [], 0.0
         self.progress.max, self.progress.value = s.steps, 0
         self.progress.description, self.progress.bar_style = "training", ""
         self.status.value = "cached run: no training" if cached else "latent caches and model (first run: longer)…"
@@ -420,12 +424,14 @@ class LabWidget:
         self.progress.value, self.progress.description, self.progress.bar_style = s.steps, "scoring", "info"
         if cached:
             self._rows = plots.read_losses(self.lab.run_dir(s))
-        self._draw_losses(s.label)
+        self._draw_losses()
         self.status.value = "scoring on the held-out scenes…"
         self._refresh(new=s.slug)
         self.progress.description, self.progress.bar_style = "done", "success"
         loss = (summary.get("final") or {}).get("loss", float("nan"))
-        what = "cached, not retrained" if cached else f"{s.steps} steps in {trained:.0f} s"
+        loop = summary.get("seconds") or 0.0
+        what = ("cached, not retrained" if cached else
+                f"{s.steps} steps in {loop:.0f} s + {trained - loop:.0f} s model and latent caches")
         self.status.value = f"{what}; final loss {loss:.4f}; ready in {time.time() - t0:.0f} s"
         self._say(f"Done: {s.label} ({what}).", "ok")
 
@@ -435,17 +441,20 @@ class LabWidget:
         self.progress.value = step
         if "loss" in record:
             self.status.value = f"step {step} / {self.progress.max} · loss {record['loss']:.4f}"
-        if time.time() - self._drawn > self.redraw_every:
-            self._draw_losses(self._training.label if self._training else "run")
+        if time.time() > self._next_draw:
+            self._draw_losses()
 
-    def _draw_losses(self, label: str):
+    def _draw_losses(self):
+        """The loss per term; drawing runs in the trainer's thread, so the next one waits ten
+        times as long as this one took (at most a tenth of the time goes to the plot)."""
         terms = [t for t in ("loss", *LOSS_TERMS, "heldout_d0_mae") if any(r.get(t) for r in self._rows)]
         if not terms:
             return
+        t0 = time.time()
         with _FIGURES:
-            self.losses.value = _png(plots.plot_losses({label[:60]: self._rows}, terms=terms, smooth=5))
+            self.losses.value = _png(plots.plot_terms(self._rows, terms))
         self.losses.layout.display = None
-        self._drawn = time.time()
+        self._next_draw = time.time() + max(self.redraw_every, 10 * (time.time() - t0))
 
     def _work(self):
         while True:

@@ -3,7 +3,6 @@ and the widget (bad values refused in it, training in a background thread)."""
 
 import json
 import math
-import time
 
 import pytest
 
