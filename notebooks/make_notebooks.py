@@ -341,9 +341,11 @@ weight) are refused with a message under the button. Paths are relative to the r
 root (`make lab` starts kernels there); the data, pseudo-labels and latent caches of
 `make reproduce` are reused, or made here when missing.
 
-*Runtime (tiny, 2 CPU cores): a run at the default settings (250 steps) is ready in about
-2½ minutes once the latent caches exist (03_train builds them); the first run without them
-takes about 4 minutes longer. Making the data first, when missing, takes about 3 minutes.*"""),
+*Runtime (tiny, 2 CPU cores): a run at the default settings trains the same 250 steps as
+03_train (145 s there), then scoring takes about 25 s, so about 3 minutes once the latent caches
+exist; a first run on a fresh OUT builds them (about 4 minutes more). Measured through the
+browser while other jobs loaded the machine (load 6–8): 31 minutes for a first run (README,
+Explore). Making the data, when missing, takes about 3 minutes.*"""),
     ("code", '''# parameters
 out_dir = "outputs"   # the reproduction's output root: data, pseudo-labels and latent caches come from there
 device = "cpu"
