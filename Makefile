@@ -13,12 +13,15 @@ PYTEST_ARGS ?=
 REPRO_ARGS ?=
 DATA ?=
 SEEDS ?= 1
+LAB_DIR ?= notebooks
+LAB_ARGS ?=
 
-.PHONY: install test reproduce clean-outputs help
+.PHONY: install test reproduce lab clean-outputs help
 
 help:
 	@echo "make reproduce   install, then run the embedded-default reproduction into $(OUT)/ (SEEDS=3: ablations over 3 seeds)"
 	@echo "make test        install, then run the whole test suite"
+	@echo "make lab         install, then JupyterLab on $(LAB_DIR)/ with this environment's kernel"
 	@echo "make install     create $(VENV) and install fiffdepth (idempotent, fast when nothing changed)"
 
 $(BIN)/python:
@@ -38,6 +41,13 @@ test: install
 
 reproduce: install
 	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) --seeds $(SEEDS) $(if $(DATA),--data $(DATA)) $(REPRO_ARGS)
+
+# The kernel is the venv's own python3 (JUPYTER_PREFER_ENV_PATH: before any user-level one), and
+# kernels start in the repository root, as under `make reproduce`, so outputs/ and figures/ in the
+# notebooks mean the same folders.
+lab: install
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --ServerApp.root_dir="$(LAB_DIR)" \
+		--MappingKernelManager.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -20,6 +20,22 @@ def split_view(a: np.ndarray, b: np.ndarray, split: float) -> np.ndarray:
     return out
 
 
+def split_figure(image: np.ndarray, a: np.ndarray, b: np.ndarray, title: str, cmap: str = "Spectral",
+                 split: float = 0.5):
+    """Image | depth ``a`` left of the split, ``b`` right of it (H×W maps); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    va, vb = plots.depth_rgb(a, cmap=cmap), plots.depth_rgb(b, cmap=cmap)
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
+    axes[0].imshow(image)
+    axes[1].imshow(split_view(va, vb, split))
+    axes[1].axvline(split * va.shape[1] - 0.5, color="white", lw=1)
+    axes[1].set_title(title, fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    return fig
+
+
 def collect_predictions(out: str | os.PathLike, methods: Sequence[str], n_scenes: int = 8, n_photos: int = 8,
                         marigold_steps: int = 4, marigold_ensemble: int = 1, device: str = "cpu"):
     """(images, {method: [depth]}) for the first held-out scenes and real photos."""
@@ -57,15 +73,7 @@ def explorer(out: str | os.PathLike, methods: Sequence[str], **kw):
     split = W.FloatSlider(0.5, min=0.0, max=1.0, step=0.02, description="split")
 
     def draw(image, a, b, cmap, split):
-        va = plots.depth_rgb(preds[a][image], cmap=cmap)
-        vb = plots.depth_rgb(preds[b][image], cmap=cmap)
-        fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
-        axes[0].imshow(images[image])
-        axes[1].imshow(split_view(va, vb, split))
-        axes[1].axvline(split * va.shape[1] - 0.5, color="white", lw=1)
-        axes[1].set_title(f"{a}  |  {b}", fontsize=8)
-        for ax in axes:
-            ax.axis("off")
+        split_figure(images[image], preds[a][image], preds[b][image], f"{a}  |  {b}", cmap, split)
         plt.show()
 
     return W.interactive(draw, image=image, a=a, b=b, cmap=cmap, split=split)

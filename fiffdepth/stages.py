@@ -119,6 +119,24 @@ def _read_json(path: Path):
         return None
 
 
+def link_inputs(root: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Make ``root`` an output root that shares OUT's inputs: its data folders, priors and
+    latent cache are links to OUT's, so runs under ``root`` train and score on the same data
+    (``seed_spread``'s roots, the lab's OUT/lab). Returns ``root``."""
+    S, L = layout(root), layout(out)
+    pairs = [(S.synth, L.synth), (S.eval, L.eval), (S.eval_real, L.eval_real), (S.real, L.real),
+             (S.pseudo, L.pseudo), (S.cache, L.cache)]
+    if (L.root / "priors").is_dir():  # priors pretrained into OUT (else both use the shipped ones)
+        pairs.append((S.root / "priors", L.root / "priors"))
+    for link, target in pairs:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link == S.cache:  # the only one that may not exist yet; missing data must stay an error
+            target.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink() and not link.exists():
+            link.symlink_to(target.resolve(), target_is_directory=True)
+    return S.root
+
+
 # -- configs ---------------------------------------------------------------------------------------
 
 def stage_config(out: str | os.PathLike = "outputs", preset: str = "tiny", overrides: dict | None = None,
@@ -130,7 +148,7 @@ def stage_config(out: str | os.PathLike = "outputs", preset: str = "tiny", overr
         base = {"data.synthetic": [f"embedded:{L.synth}"], "data.real": [str(L.real)],
                 "data.pseudo_labels": str(L.pseudo), "model.pretrained": str(L.generator),
                 "teacher.pretrained": str(L.teacher)}
-    if variant != MARIGOLD:
+    if variant in VARIANTS:  # another name (a lab run, fiffdepth.lab) is the full method with ``overrides``
         base.update(VARIANTS[variant][1])
     base.update(overrides or {})
     base["train.output_dir"] = str(L.runs / variant)
@@ -403,7 +421,7 @@ def label_of(variant: str) -> str:
         return MARIGOLD_LABEL
     if variant == "teacher":
         return "teacher (tiny Depth Anything V2)"
-    return VARIANTS[variant][0]
+    return VARIANTS[variant][0] if variant in VARIANTS else variant
 
 
 def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: str | os.PathLike,
@@ -614,16 +632,7 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
     for seed in seeds:
         if seed in rows_by_seed:
             continue
-        root = L.root / "seeds" / f"seed{seed}"
-        S = layout(root)
-        for link, target in ((S.synth, L.synth), (S.eval, L.eval), (S.eval_real, L.eval_real), (S.real, L.real),
-                             (S.pseudo, L.pseudo),
-                             (S.generator.parent, L.generator.parent), (S.cache, L.cache)):
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if link == S.cache:  # the only one that may not exist yet; missing data must stay an error
-                target.mkdir(parents=True, exist_ok=True)
-            if not link.is_symlink() and not link.exists():
-                link.symlink_to(target.resolve(), target_is_directory=True)
+        root = link_inputs(L.root / "seeds" / f"seed{seed}", out)
         for v in variants:
             train_variant(root, v, steps=steps, preset=preset, overrides={**(overrides or {}), "train.seed": int(seed)},
                           progress=progress)

@@ -274,3 +274,13 @@ def write_webdataset_shards(root, n_shards=2, per_shard=3):
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     return root
+
+
+def make_lab_outputs(out):
+    """A tiny embedded OUT for the lab (fiffdepth.lab): 16 synthetic scenes, 4 held-out scenes per
+    domain, 4 photos and 4 real-styled images with the shipped teacher's pseudo-labels, at 64 px."""
+    from fiffdepth.lab import prepare_inputs
+
+    prepare_inputs(out, progress=False, n_synth=16, n_eval=4, size=64, n_real=4, n_styled=4, n_styled_real=4,
+                   workers=1)
+    return out
