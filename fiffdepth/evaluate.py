@@ -58,7 +58,7 @@ from .data.eval_sets import PROTOCOLS, EvalProtocol
 from .data.io import DataError
 from .data.synthetic import FAR, NEAR
 from .hub import FiffDepthError, load_or_explain
-from .pipeline import BadImageError, FiffDepthPipeline
+from .pipeline import BadImageError, FiffDepthPipeline, batch_or_one_by_one
 
 # dataset name -> what it is scored with
 DEPTH, BOUNDARY_F1, BOUNDARY_RECALL = "depth", "boundary_f1", "boundary_recall"
@@ -437,15 +437,8 @@ def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: 
                 bar.update(1)
         if not batch:
             continue
-        try:
-            preds = predict_raw(predictor, [it["image"] for _, it in batch], processing_resolution, batch_size)
-        except BadImageError:  # find which one
-            preds = []
-            for i, it in batch:
-                try:
-                    preds.append(predict_raw(predictor, [it["image"]], processing_resolution)[0])
-                except BadImageError as err:
-                    preds.append(err)
+        preds = batch_or_one_by_one(lambda ims: predict_raw(predictor, ims, processing_resolution, batch_size),
+                                    [it["image"] for _, it in batch])
         for (i, item), pred in zip(batch, preds):
             bar.update(1)
             try:

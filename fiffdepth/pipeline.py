@@ -395,6 +395,23 @@ def _load_tiny_decoder(src: str, model: FiffDepthModel):
     return dec.eval()
 
 
+def batch_or_one_by_one(predict, inputs: list) -> list:
+    """``predict(inputs)`` as a list; if the batch raises ``BadImageError``, each input alone, so one
+    bad image does not fail its neighbours: a result or that input's ``BadImageError`` per input."""
+    if not inputs:
+        return []
+    try:
+        return list(predict(inputs))
+    except BadImageError:
+        out = []
+        for x in inputs:
+            try:
+                out.append(predict([x])[0])
+            except BadImageError as err:
+                out.append(err)
+        return out
+
+
 def _stack_if_same(arrays: list):
     if arrays and all(a is not None and a.shape == arrays[0].shape for a in arrays):
         return np.stack(arrays)
@@ -568,16 +585,8 @@ def run(args: argparse.Namespace) -> int:
             for note in notes:
                 tqdm.write(f"note: {path}: {note}", file=sys.stderr)
             loaded.append((stem, image))
-        try:
-            depths = list(pipe([im for _, im in loaded], processing_resolution=res, batch_size=batch).depth) \
-                if loaded else []
-        except BadImageError:  # one bad image must not fail its neighbours: predict them one by one
-            depths = []
-            for _, im in loaded:
-                try:
-                    depths.append(pipe(im, processing_resolution=res).depth[0])
-                except BadImageError as err:
-                    depths.append(err)
+        depths = batch_or_one_by_one(
+            lambda ims: list(pipe(ims, processing_resolution=res, batch_size=batch).depth), [im for _, im in loaded])
         for (stem, _), depth in zip(loaded, depths):
             bar.update(1)
             try:
