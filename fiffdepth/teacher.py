@@ -46,6 +46,7 @@ from transformers import AutoImageProcessor, DepthAnythingConfig, DepthAnythingF
 
 from .atomic import atomic_write
 from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb
+from .data.real import pseudo_label_path
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 from .schedules import one_cycle
 
@@ -216,8 +217,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, dict]:
 def unlabelled_images(images) -> list[tuple[str, Callable[[], np.ndarray]]]:
     """(relative name, reader of its ``uint8 (H, W, 3)`` pixels) for every image under ``images``:
     a folder (recursively: ``a/b.jpg``) or webdataset tar shards (a folder holding ``*.tar``, a
-    ``.tar`` path or a glob: member ``k.jpg`` of ``000001.tar`` is ``000001.tar/k.jpg``, the name
-    ``fiffdepth.train.pseudo_label_path`` finds its label by)."""
+    ``.tar`` path or a glob: member ``k.jpg`` of ``000001.tar`` is ``000001.tar:k.jpg``, the name
+    ``TarShards`` gives it and ``data.real.pseudo_label_path`` finds its label by)."""
     from .data.real import TarShards
 
     p = Path(images)
@@ -225,7 +226,7 @@ def unlabelled_images(images) -> list[tuple[str, Callable[[], np.ndarray]]]:
         files = list_files(p, IMAGE_EXTENSIONS, recursive=True)
         return [(f.relative_to(p).as_posix(), functools.partial(read_rgb, f)) for f in files]
     shards = TarShards(images)
-    return [(shards.index[i][0].name + "/" + shards.index[i][1], functools.partial(_tar_pixels, shards, i))
+    return [(shards.index[i][0].name + ":" + shards.index[i][1], functools.partial(_tar_pixels, shards, i))
             for i in range(len(shards))]
 
 
@@ -257,7 +258,11 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
     stems: dict[str, str] = {}
     skipped = 0
     for rel, read in sources:
-        stem = Path(rel).with_suffix("").as_posix()
+        try:  # the one place labels live: where training looks them up
+            stem = pseudo_label_path(out_dir, rel).relative_to(out_dir).with_suffix("").as_posix()
+        except DataError as err:
+            failed.append((rel, str(err)))
+            continue
         if stem in stems:
             failed.append((rel, f"{rel}: same output name as {stems[stem]} ({stem}.npy); rename one of them"))
             continue

@@ -35,6 +35,7 @@ from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
 from .config import ConfigError, FiffDepthConfig, add_config_arguments, config_from_args
 from .data.base import usable_items
 from .data.io import DataError
+from .data.real import pseudo_label_path  # noqa: F401  (re-exported: the trainer's label lookup)
 from .hub import FiffDepthError
 from .losses import LOSS_TERMS, ObjectiveBatch, fiffdepth_objective, latent_mae, sample_trajectory_timesteps
 from .model import FiffDepthModel
@@ -78,15 +79,29 @@ def _real_dataset(entry: str):
     return TarShards(entry)
 
 
-def pseudo_label_path(pseudo_dir: Path, name: str) -> Path:
-    """The label of a real image: ``<relative path>.npy`` for a folder image (where ``fiffdepth
-    pseudolabel`` puts it), ``<shard stem>/<member path>.npy`` for a tar-shard member (name
-    ``shard.tar:member``). A name that would leave ``pseudo_dir`` is a ``DataError``."""
-    shard, sep, member = name.rpartition(".tar:")
-    rel = PurePosixPath(PurePosixPath(shard).name, member) if sep else PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts or (sep and not member):
-        raise DataError(f"{name}: its pseudo-label path would leave {pseudo_dir}")
-    return pseudo_dir / Path(rel.with_suffix(".npy"))
+def make_accelerator(tc, **kwargs):
+    """The run's ``Accelerator``.
+
+    - Precision: the config's ``mixed_precision``, unless ``accelerate launch`` chose one
+      (``--mixed_precision`` or its config file set ``ACCELERATE_MIXED_PRECISION``): the launcher wins.
+    - Device: ``cpu=True`` only on a machine with no CUDA, MPS or XPU device; accelerate then runs
+      launched processes as MULTI_CPU over gloo.
+    - A second run in the same single-process Python session (a notebook, the tests) may use
+      another precision: accelerate keeps its state process-wide and would refuse, so the
+      single-process state is started afresh. A launched multi-process state is never reset.
+    """
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState, GradientState
+
+    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else tc.mixed_precision
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    xpu = getattr(torch, "xpu", None)
+    has_device = (torch.cuda.is_available() or torch.backends.mps.is_available()
+                  or bool(xpu is not None and xpu.is_available()))
+    return Accelerator(cpu=not has_device, mixed_precision=precision,
+                       gradient_accumulation_steps=tc.grad_accumulation, **kwargs)
 
 
 def _dataset_files(ds) -> list:
@@ -357,7 +372,6 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     ``on_log(record)`` (main process only) is called with each record appended to
     ``losses.jsonl`` — e.g. a live loss plot in a notebook (``fiffdepth.plots.LiveLossPlot``).
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
@@ -365,9 +379,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     tc = cfg.train
     out = Path(tc.output_dir)
     trackers = ["tensorboard"] if _has_tensorboard() else None
-    # cpu=True when there is no GPU: accelerate then runs torchrun/launch processes as MULTI_CPU over gloo
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accumulation,
-                              log_with=trackers, project_dir=str(out / "logs"))
+    accelerator = make_accelerator(tc, log_with=trackers, project_dir=str(out / "logs"))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root, chash = out / "checkpoints", config_hash(cfg)

@@ -184,9 +184,14 @@ def test_tar_shards_are_pseudolabelled_where_training_looks(foreign_teacher, tmp
                 info = tarfile.TarInfo(key + ext)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("../escape.jpg")  # a member whose label would land outside the folder
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
     out = tmp_path / "labels"
     result = pseudolabel_folder(foreign_teacher, tmp_path / "shards", out, progress=False)
-    assert result["written"] == 2 and not result["failed"]
+    assert result["written"] == 2
+    assert [name for name, _ in result["failed"]] == ["000000.tar:../escape.jpg"]
+    assert "would leave" in result["failed"][0][1] and not list(tmp_path.glob("escape*"))
     shards = TarShards(tmp_path / "shards")
     for i in range(len(shards)):
         label = np.load(pseudo_label_path(out, shards[i]["name"]))

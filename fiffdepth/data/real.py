@@ -18,7 +18,7 @@ import os
 import tarfile
 import warnings
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -210,5 +210,17 @@ class TarShards(_RealBase):
         if len(data) != size:
             raise DataError(f"{where}: truncated member ({len(data)} of {size} bytes)")
         # the name is relative, like ImageFolder's: "<shard file>:<member>" (its pseudo-label is
-        # <pseudo dir>/<shard file>/<member stem>.npy, fiffdepth.train.pseudo_label_path)
+        # <pseudo dir>/<shard stem>/<member stem>.npy: pseudo_label_path)
         return read_rgb(data, where), f"{path.name}:{member}"
+
+
+def pseudo_label_path(pseudo_dir, name: str) -> Path:
+    """Where the pseudo-label of the real image called ``name`` lives, for both the writer
+    (``fiffdepth pseudolabel``) and the reader (training): ``<relative path>.npy`` for a folder
+    image, ``<shard stem>/<member path>.npy`` for a tar-shard member (name ``shard.tar:member``,
+    as ``TarShards`` gives it). A name that would leave ``pseudo_dir`` is a ``DataError``."""
+    shard, sep, member = name.rpartition(".tar:")
+    rel = PurePosixPath(PurePosixPath(shard).name, member) if sep else PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or (sep and not member) or not rel.parts:
+        raise DataError(f"{name}: its pseudo-label path would leave {pseudo_dir}")
+    return Path(pseudo_dir) / Path(rel.with_suffix(".npy"))
