@@ -5,8 +5,10 @@ Policy for bad input (the same in every loader of ``fiffdepth.data``):
 - A file that cannot be decoded (missing, corrupt, truncated, wrong bit depth for a depth
   PNG, wrong size for a raw binary) raises :class:`DataError` whose message starts with the
   file's path. ``DataError`` subclasses ``ValueError``.
-- Images are always returned as ``uint8 (H, W, 3)``: grayscale is replicated, alpha dropped,
-  palettes expanded, 16-bit images scaled to 8 bits (``>> 8``), float images clipped to [0, 1].
+- Images are read by one function for the whole package (``read_image``: ``open_image`` +
+  ``pil_to_array``): EXIF orientation applied, grayscale replicated, alpha dropped, palettes
+  expanded, 16-bit kept as ``uint16``, PIL's decompression-bomb guard. Datasets get ``uint8
+  (H, W, 3)`` from it (``read_rgb``: 16-bit scaled by 255 / 65535, float must lie in [0, 1]).
 - Depth values that are NaN, +-inf, zero or negative are invalid: depth 0 and mask False.
 - Training datasets (synthetic, Hypersim, Virtual KITTI, real folders/tars) *skip and count*
   an item that raises ``DataError`` or has no valid depth: ``warnings.warn`` names the file,
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -120,7 +122,13 @@ def read_split_file(path: str | os.PathLike) -> list[list[str]]:
 # ----------------------------------------------------------------------------- images
 
 
-def _open(src: str | os.PathLike | bytes, name: str) -> Image.Image:
+def open_image(src: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    """Decode an image file (path or bytes) now, so corruption and truncation raise here.
+
+    PIL's decompression-bomb guard applies (``Image.MAX_IMAGE_PIXELS``: an image of more than
+    twice that many pixels is refused). Any failure is a ``DataError`` naming the file.
+    """
+    name = name or str(src)
     data = src if isinstance(src, (bytes, bytearray)) else read_bytes(src)
     try:
         img = Image.open(io.BytesIO(data))
@@ -130,24 +138,61 @@ def _open(src: str | os.PathLike | bytes, name: str) -> Image.Image:
     return img
 
 
-def read_rgb(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
-    """Any image file -> ``uint8 (H, W, 3)``."""
-    name = name or str(src)
-    img = _open(src, name)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img)
-        if arr.dtype.kind == "f":
-            arr = np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255.0
-        elif arr.max(initial=0) > 255:  # 16-bit data
-            arr = np.clip(arr, 0, 65535).astype(np.uint32) >> 8
-        arr = arr.astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
-    arr = np.array(img)  # a writable copy (torch.from_numpy warns on read-only arrays)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def pil_to_array(img: Image.Image, name: str = "image") -> np.ndarray:
+    """A PIL image as the camera meant it -> ``(H, W, 3)`` array; the one conversion of the package.
+
+    - EXIF orientation applied (a phone photo stored sideways comes out upright);
+    - 8-bit modes -> ``uint8``: grayscale replicated, palettes expanded, alpha dropped;
+    - 16-bit grayscale (``I;16*``) and 32-bit integer (``I``) -> ``uint16`` (``I`` clipped to
+      0..65535), replicated: integer data is always scaled by its dtype's range downstream;
+    - float (``F``) -> ``float32`` as stored (``to_unit_range`` checks it lies in [0, 1]).
+    """
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{name}: unreadable EXIF orientation ({err})") from err
+    if img.mode in SIXTEEN_BIT_MODES or img.mode == "I":
+        arr = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+    else:
+        if img.mode != "RGB":
+            img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
+        arr = np.array(img)  # a writable copy (torch.from_numpy warns on read-only arrays)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(f"{name}: unexpected image shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def read_image(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """Any image file -> ``(H, W, 3)`` ``uint8``, ``uint16`` (16-bit files) or ``float32``
+    (``open_image`` + ``pil_to_array``): what ``fiffdepth predict`` reads, at full bit depth."""
+    name = name or str(src)
+    return pil_to_array(open_image(src, name), name)
+
+
+def to_uint8(arr: np.ndarray, name: str = "image") -> np.ndarray:
+    """``read_image``'s array -> ``uint8``: 16-bit values scaled by 255 / 65535 (rounded), float
+    in [0, 1] by 255 (rounded); float outside [0, 1] or not finite is a ``DataError``."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257) = round(x / 65535 * 255)
+    x = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(x).all() or (x.size and (x.min() < 0.0 or x.max() > 1.0)):
+        raise DataError(f"{name}: float image values must be finite and lie in [0, 1]")
+    return (x * 255.0 + 0.5).astype(np.uint8)
+
+
+def read_rgb(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+    """Any image file -> ``uint8 (H, W, 3)`` (``read_image``, then ``to_uint8``): every dataset's reader."""
+    name = name or str(src)
+    return to_uint8(read_image(src, name), name)
 
 
 def read_depth_png(src: str | os.PathLike | bytes, name: str | None = None, scale: float = 1.0) -> np.ndarray:
@@ -157,7 +202,7 @@ def read_depth_png(src: str | os.PathLike | bytes, name: str | None = None, scal
     visualisation saved by mistake.
     """
     name = name or str(src)
-    img = _open(src, name)
+    img = open_image(src, name)
     arr = np.asarray(img)
     if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32, np.uint32, np.int16):
         raise DataError(f"{name}: expected a 16-bit single-channel depth PNG, got mode {img.mode} shape {arr.shape}")
@@ -167,7 +212,7 @@ def read_depth_png(src: str | os.PathLike | bytes, name: str | None = None, scal
 def read_gray(src: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
     """A mask/matte image -> ``float32 (H, W)`` in [0, 1] (8- or 16-bit, first channel of colour)."""
     name = name or str(src)
-    img = _open(src, name)
+    img = open_image(src, name)
     arr = np.asarray(img)
     if img.mode == "P":
         arr = np.asarray(img.convert("L"))
