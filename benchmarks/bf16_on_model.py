@@ -38,9 +38,9 @@ def main() -> None:
         bf16 = FiffDepthPipeline.from_pretrained(args.model, decoder=decoder, torch_dtype=torch.bfloat16)
         a = fp32(images, batch_size=8, output_latent=True)
         b = bf16(images, batch_size=8, output_latent=True)
-        result[decoder] = {"depth_rel_err": rel_err(b.depth, a.depth),
-                           "latent_rel_err": rel_err(torch.stack(b.latent).numpy(), torch.stack(a.latent).numpy()),
-                           "resolution": fp32.model.processing_resolution}
+        result[decoder] = {"depth_rel_err": rel_err(b.prediction, a.prediction),
+                           "latent_rel_err": rel_err(b.latent.numpy(), a.latent.numpy()),
+                           "resolution": fp32.config.processing_resolution}
         print(decoder, result[decoder])
     if args.out:
         with open(args.out, "w") as f:

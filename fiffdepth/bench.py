@@ -240,8 +240,8 @@ class Components:
             else:  # the fp32 models stay as they are: one copy per dtype, shared by both decoders
                 model = self._get(("model", dtype), lambda: copy.deepcopy(self.model))
                 tiny = self._get(("tiny_decoder", dtype), lambda: copy.deepcopy(self.tiny_decoder))
-            return FiffDepthPipeline(model, device=self.device, torch_dtype=dtype,
-                                     decoder="full" if decoder == "full" else tiny, compile=compile)
+            return FiffDepthPipeline.from_model(model, device=self.device, torch_dtype=dtype,
+                                                decoder="full" if decoder == "full" else tiny, compile=compile)
 
         return self._get(("pipeline", decoder, dtype, compile), build)
 
@@ -742,7 +742,7 @@ def _bf16_rows(comp, active, pics, bf16_res, resolution, outputs, stage_flops, d
         rows.append(_stage_row("bfloat16", decoder, 1, bf16_res, len(pics), stage_s, _median(times), fl,
                                peak_memory_gb(dev)))
         key = "bf16_rel_err" if decoder == "full" else "bf16_rel_err_tiny"
-        info[key] = rel_err(np.concatenate([o.depth for o in got]), np.concatenate([o.depth for o in ref]))
+        info[key] = rel_err(np.concatenate([o.prediction for o in got]), np.concatenate([o.prediction for o in ref]))
         info[key.replace("err", "err_latent")] = rel_err(torch.cat([o.latent[0] for o in got]).numpy(),
                                                           torch.cat([o.latent[0] for o in ref]).numpy())
         say(f"[bench] bf16 {decoder} at {bf16_res}²: {_median(times):.3f} s/image, rel. err. vs fp32: depth "

@@ -257,8 +257,8 @@ def compare_decoders(model, decoder: AutoencoderTiny, eval_dir: str | Path, proc
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
         raise FiffDepthError(f"{eval_dir}: no evaluation scenes")
-    full = FiffDepthPipeline(model, decoder="full")
-    tiny = FiffDepthPipeline(model, decoder=decoder)
+    full = FiffDepthPipeline.from_model(model, decoder="full")
+    tiny = FiffDepthPipeline.from_model(model, decoder=decoder)
     per = {"full": [], "tiny": []}
     diffs = []
     for i in range(n):
@@ -266,7 +266,7 @@ def compare_decoders(model, decoder: AutoencoderTiny, eval_dir: str | Path, proc
         gt, valid = item["depth"][0].numpy(), item["valid_mask"][0].numpy()
         preds = {}
         for name, pipe in (("full", full), ("tiny", tiny)):
-            preds[name] = pipe(item["image"], processing_resolution=processing_resolution).depth[0]
+            preds[name] = pipe(item["image"], processing_resolution=processing_resolution).prediction[0, ..., 0]
             per[name].append(compute_depth_metrics(preds[name], gt, valid, NEAR, FAR))
         diffs.append(float(np.abs(preds["full"] - preds["tiny"]).mean()))
     full_m, tiny_m = aggregate(per["full"]), aggregate(per["tiny"])

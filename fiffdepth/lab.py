@@ -251,9 +251,11 @@ class Lab:
                 else:
                     from .pipeline import FiffDepthPipeline
 
+                    from .pipeline import depth_maps
+
                     out = FiffDepthPipeline.from_pretrained(self.L.runs / method, device=self.device)(
                         self._images, return_extended=True)
-                    self._preds[method] = (list(out.depth), list(out.depth_extended))
+                    self._preds[method] = (list(depth_maps(out.prediction)), list(depth_maps(out.prediction_extended)))
         return self._preds[method]
 
 

@@ -19,22 +19,22 @@ would wrap −1 to step 999). Trajectory steps (Eq. 2–3) use diffusers indices
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from .atomic import MANIFEST, replace_dir, staged_dir, verify_manifest, write_manifest
+from .atomic import verify_manifest
 from .config import ModelConfig
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 
 FEED_FORWARD_T = 0  # Eq. 1
 EXTEND_T = -1  # Eq. 4
-EMPTY_EMBEDDING_FILE = "empty_text_embedding.safetensors"
-INDEX_FILE = "model_index.json"
+INDEX_FILE = "model_index.json"  # diffusers' pipeline index: components and the pipeline's config
+PIPELINE_MODULE = "fiffdepth_pipeline"  # <this>.py in a model directory names the pipeline class for diffusers
+EMPTY_EMBEDDING_FILE = "empty_text_embedding.safetensors"  # where directories before issue 16 kept the embedding
 
 
 def empty_prompt_embedding(tokenizer, text_encoder) -> torch.Tensor:
@@ -138,55 +138,51 @@ class FiffDepthModel(nn.Module):
                         torch_dtype: torch.dtype | None = None) -> "FiffDepthModel":
         """Load from a FiffDepth directory, a Stable Diffusion directory, or a hub id.
 
-        Both layouts have ``unet/``, ``vae/`` and ``scheduler/`` subfolders; a FiffDepth directory
-        also has ``empty_text_embedding.safetensors``, an SD directory ``text_encoder/`` +
-        ``tokenizer/`` from which the embedding is computed once.
+        Both layouts have ``unet/``, ``vae/`` and ``scheduler/`` subfolders. A FiffDepth directory
+        (``FiffDepthPipeline.save_pretrained``) holds the empty-prompt embedding and the processing
+        resolution in its ``model_index.json`` (the pipeline's config); an SD directory has
+        ``text_encoder/`` + ``tokenizer/``, from which the embedding is computed once. Directories
+        written before issue 16 (``empty_text_embedding.safetensors``, the resolution under the
+        index's ``fiffdepth`` key) load too.
 
         A local FiffDepth directory must hold ``model_index.json``; when it has a ``manifest.json``
         (written by ``save_pretrained``) every file it lists is checked against its sha256 first. The
-        processing resolution is the index's ``fiffdepth.processing_resolution``, else ``cfg``'s
-        when a config is given, else the UNet's ``sample_size`` × the VAE's scale factor.
+        processing resolution is the index's, else ``cfg``'s when a config is given, else the
+        UNet's ``sample_size`` × the VAE's scale factor.
         """
         cfg_given = cfg is not None
         cfg = cfg or ModelConfig()
         src = str(id_or_path)
-        index = _check_model_dir(Path(src).expanduser()) if looks_like_local_path(src) else None
+        local = looks_like_local_path(src)
+        index = _check_model_dir(Path(src).expanduser()) if local else None
         kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
         unet = load_or_explain(lambda s: UNet2DConditionModel.from_pretrained(s, subfolder="unet", **kw), src, "UNet")
         vae = load_or_explain(lambda s: AutoencoderKL.from_pretrained(s, subfolder="vae", **kw), src, "VAE")
+        if not local:  # the hub answered for the UNet: its index now (the processing resolution, the embedding)
+            index = _hub_index(src)
+        index = index or {}
         scheduler = _load_scheduler(src, cfg)
-        emb = _load_empty_embedding(src)
-        res = (index or {}).get("fiffdepth", {}).get("processing_resolution")
+        if index.get("empty_text_embedding") is not None:
+            emb = torch.tensor(index["empty_text_embedding"], dtype=torch.float32)
+        else:
+            emb = _load_empty_embedding(src)
+        res = index.get("processing_resolution", index.get("fiffdepth", {}).get("processing_resolution"))
         if res is None and cfg_given:
             res = cfg.processing_resolution
         if res is None:
             if not unet.config.get("sample_size"):
-                raise FiffDepthError(f"{src}: no processing resolution: {INDEX_FILE} has no fiffdepth.processing_resolution "
+                raise FiffDepthError(f"{src}: no processing resolution: {INDEX_FILE} has no processing_resolution "
                                      "and the UNet config no sample_size")
             sample = unet.config.sample_size
             res = (max(sample) if isinstance(sample, (list, tuple)) else int(sample)) * 2 ** (len(vae.config.block_out_channels) - 1)
         return cls(unet, vae, scheduler, emb, int(res))
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the diffusers directory layout atomically (temp dir, then rename)."""
-        directory = Path(directory)
-        with staged_dir(directory, commit=_replace_dir) as tmp:
-            self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-            self.scheduler.save_pretrained(tmp / "scheduler")
-            save_file({"empty_text_embedding": self.empty_text_embedding.detach().float().cpu().contiguous()},
-                      str(tmp / EMPTY_EMBEDDING_FILE))
-            index = {
-                "_class_name": "FiffDepthPipeline",
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": ["diffusers", "AutoencoderKL"],
-                "scheduler": ["diffusers", "DDPMScheduler"],
-                "fiffdepth": {"processing_resolution": self.processing_resolution,
-                              "feed_forward_timestep": FEED_FORWARD_T, "extend_timestep": EXTEND_T},
-            }
-            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-            write_manifest(tmp)
-        return directory
+        """Write the model as a ``FiffDepthPipeline`` directory (diffusers' layout, atomically;
+        ``FiffDepthPipeline.save_pretrained``). Nothing about the model is changed."""
+        from .pipeline import FiffDepthPipeline  # the directory layout is the pipeline's
+
+        return FiffDepthPipeline.from_model(self, prepare=False).save_pretrained(directory)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -195,35 +191,6 @@ class FiffDepthModel(nn.Module):
     @property
     def unet_downsample(self) -> int:
         return 2 ** (len(self.unet.config.block_out_channels) - 1)
-
-
-MODEL_ENTRIES = ("unet", "vae", "scheduler", EMPTY_EMBEDDING_FILE, MANIFEST, INDEX_FILE)
-
-
-def _replace_dir(tmp: Path, directory: Path) -> None:
-    """Move ``tmp`` into place. A directory holding other things too (a training run's
-    checkpoints and logs) keeps them: only the model's own entries are swapped, each by rename,
-    the index last so a reader never sees a new index over old weights."""
-    if directory.exists() and any(p.name not in MODEL_ENTRIES for p in directory.iterdir()):
-        for name in MODEL_ENTRIES:
-            new, cur = tmp / name, directory / name
-            if not new.exists():
-                continue
-            old = directory / f".{name}.old"
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-            if cur.exists():
-                cur.rename(old)
-            new.rename(cur)
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    replace_dir(tmp, directory)
 
 
 def _check_model_dir(path: Path) -> dict | None:
@@ -237,7 +204,7 @@ def _check_model_dir(path: Path) -> dict | None:
     if problem is not None:
         raise FiffDepthError(problem)
     index = _read_index(str(path))
-    if index is None and (path / EMPTY_EMBEDDING_FILE).is_file():  # save_pretrained always writes both
+    if index is None and any((path / f).is_file() for f in (f"{PIPELINE_MODULE}.py", EMPTY_EMBEDDING_FILE)):
         raise FiffDepthError(f"{path / INDEX_FILE}: missing from a FiffDepth model directory (it holds the processing "
                              "resolution; write the directory with save_pretrained)")
     return index
@@ -251,6 +218,17 @@ def _read_index(src: str) -> dict | None:
         except ValueError as err:
             raise FiffDepthError(f"{p}: not valid JSON ({err})") from None
     return None
+
+
+def _hub_index(src: str) -> dict | None:
+    """The ``model_index.json`` of a hub repo (None when it has none or cannot be fetched: the
+    component loaders then say why)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(src, INDEX_FILE)).read_text())
+    except Exception:  # network errors come in many types; the UNet loader reports them in one line
+        return None
 
 
 def _load_scheduler(src: str, cfg: ModelConfig) -> DDPMScheduler:
@@ -279,7 +257,7 @@ def _load_empty_embedding(src: str) -> torch.Tensor:
                 "cannot build the empty-prompt conditioning"
             )
     else:
-        try:  # a FiffDepth checkpoint published on the hub
+        try:  # a FiffDepth checkpoint published on the hub before issue 16
             from huggingface_hub import hf_hub_download
 
             return load_file(hf_hub_download(src, EMPTY_EMBEDDING_FILE))["empty_text_embedding"]

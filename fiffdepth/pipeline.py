@@ -1,8 +1,13 @@
 """FiffDepthPipeline: image(s) in, affine-invariant depth out, one UNet pass per image.
 
-Behaves like a diffusers pipeline (components in, ``__call__`` with ``processing_resolution``,
-``batch_size`` and ``match_input_resolution``, an output dataclass) and is deterministic: the
-VAE posterior mean is used and no noise is drawn anywhere.
+A ``diffusers.DiffusionPipeline`` (issue 16): components ``unet``, ``vae``, ``scheduler``; the
+processing resolution and the stored empty-prompt embedding in its config (``model_index.json``);
+``save_pretrained`` / ``from_pretrained``, ``.to()``, ``components``, progress bars as diffusers
+has them; ``DiffusionPipeline.from_pretrained(dir, trust_remote_code=True)`` returns this class.
+``__call__`` takes ``MarigoldDepthPipeline``'s arguments where they apply and returns Marigold's
+``prediction`` layout, so code written for Marigold runs on it; resizing, padding and colour maps
+are diffusers' ``MarigoldImageProcessor``. It is deterministic: the VAE posterior mean is used
+and no noise is drawn anywhere.
 
 The fast path (issue 9) is the pipeline's own: ``torch_dtype=torch.bfloat16`` runs under
 ``torch.autocast`` (cpu or cuda) with bf16 weights, ``channels_last`` stores convolution inputs
@@ -18,23 +23,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
+import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.pipelines.marigold import MarigoldImageProcessor
+from diffusers.utils import BaseOutput
+from PIL import Image
 
-from .atomic import atomic_write
+from .atomic import MANIFEST, atomic_write, replace_dir, staged_dir, write_manifest
 from .codecs import DepthCodec, ImageCodec
+from .data.io import DataError, open_image, pil_to_array
 from .hub import FiffDepthError, UsageError
-from .model import FiffDepthModel
+from .model import EMPTY_EMBEDDING_FILE, INDEX_FILE, PIPELINE_MODULE, FiffDepthModel
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_SIDE = 8
@@ -42,17 +51,6 @@ MIN_SIDE = 8
 
 class BadImageError(FiffDepthError, ValueError):
     pass
-
-
-@dataclass
-class FiffDepthOutput:
-    """depth: (N, H, W) float32 in [0, 1] (0 = near, 1 = far, affine-invariant), or a list of
-    (H, W) arrays when the inputs differ in size. depth_extended: the same for d₋₁ (Eq. 4) when
-    asked for. latent: the d0 latents when ``output_latent=True``."""
-
-    depth: np.ndarray | list
-    depth_extended: np.ndarray | list | None = None
-    latent: list | None = None
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -65,7 +63,10 @@ def image_to_tensor(image) -> torch.Tensor:
     float image would otherwise become all white).
     """
     if isinstance(image, Image.Image):
-        return image_to_tensor(pil_to_array(image))
+        try:
+            return image_to_tensor(pil_to_array(image))
+        except DataError as err:
+            raise BadImageError(str(err)) from None
     if torch.is_tensor(image):
         t = image.detach().cpu()
         if t.ndim == 2:
@@ -108,34 +109,19 @@ def to_unit_range(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def pil_to_array(img: Image.Image) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L"):
-        return np.asarray(img, dtype=np.uint16)
-    if img.mode == "I":
-        a = np.asarray(img, dtype=np.int64)
-        return (a.clip(0, 65535)).astype(np.uint16)
-    if img.mode == "F":
-        a = np.asarray(img, dtype=np.float32)
-        rng = float(a.max() - a.min()) if a.size else 0.0
-        return (a - a.min()) / rng if rng > 0 else np.zeros_like(a)
-    if img.mode != "RGB":
-        img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
-    return np.asarray(img)
-
-
 def load_image(path: str | Path) -> tuple[torch.Tensor, list[str]]:
-    """Read an image file -> ((3, H, W) float in [0, 1], notes on conversions). Raises BadImageError."""
+    """Read an image file with the package's one loader (``fiffdepth.data.io.read_image``: EXIF
+    orientation, mode conversion, 16-bit kept, decompression-bomb guard) -> ((3, H, W) float in
+    [0, 1], notes on conversions). Raises BadImageError naming the file."""
     path = Path(path)
     notes = []
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            arr = pil_to_array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
-    if mode in ("L", "LA", "1", "I;16", "I", "F", "I;16B", "I;16L"):
+        img = open_image(path)
+        mode = img.mode
+        arr = pil_to_array(img, str(path))
+    except DataError as err:
+        raise BadImageError(str(err)) from None
+    if mode in ("L", "LA", "1", "I;16", "I", "F", "I;16B", "I;16L", "I;16N"):
         notes.append(f"grayscale ({mode}) replicated to RGB")
     if "A" in mode:
         notes.append("alpha channel dropped")
@@ -156,69 +142,203 @@ def _check_size(t: torch.Tensor) -> torch.Tensor:
 
 # -- the pipeline -------------------------------------------------------------------------------
 
-class FiffDepthPipeline:
-    """Feed-forward depth: x0 = E(image), d0 = ε̂θ(x0, 0), depth = D(d0) (Eq. 1).
+PIPELINE_SHIM = f'''"""Names FiffDepth's pipeline class for diffusers (issue 16).
+
+``DiffusionPipeline.from_pretrained(this_directory, trust_remote_code=True)`` reads
+``model_index.json``'s ``_class_name`` ["{PIPELINE_MODULE}", "FiffDepthPipeline"] and imports this file; the
+class itself comes from the installed ``fiffdepth`` package (``pip install fiffdepth``).
+"""
+
+from fiffdepth.pipeline import FiffDepthPipeline  # noqa: F401
+'''
+MODEL_ENTRIES = ("unet", "vae", "scheduler", "depth_decoder", INDEX_FILE, f"{PIPELINE_MODULE}.py", MANIFEST,
+                 EMPTY_EMBEDDING_FILE)  # what save_pretrained owns in a folder (depth_decoder: fiffdepth.distill.DECODER_DIR)
+RESAMPLE_METHODS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")  # Marigold's
+
+
+@dataclass
+class FiffDepthOutput(BaseOutput):
+    """What ``FiffDepthPipeline`` returns; the fields of diffusers' ``MarigoldDepthOutput``.
+
+    prediction: depth in [0, 1] (0 = near, 1 = far, affine-invariant): (N, H, W, 1) float32
+        numpy for ``output_type="np"``, (N, 1, H, W) tensor for "pt"; when the inputs differ in
+        size, a list with one (H, W, 1) array or (1, H, W) tensor per image.
+    uncertainty: always None (one deterministic pass, no ensemble); kept for Marigold's code.
+    latent: the d0 latents (N, 4, h, w) when ``output_latent`` (a list of (4, h, w) when sizes differ).
+    prediction_extended: the same as ``prediction`` for d₋₁ (Eq. 4) when ``return_extended``.
+    """
+
+    prediction: np.ndarray | torch.Tensor | list
+    uncertainty: None = None
+    latent: torch.Tensor | list | None = None
+    prediction_extended: np.ndarray | torch.Tensor | list | None = None
+
+    @property
+    def depth(self):
+        """Deprecated (before issue 16): ``prediction`` as (N, H, W) numpy (a list of (H, W) when sizes differ)."""
+        warnings.warn("FiffDepthOutput.depth is deprecated: use .prediction (Marigold's (N, H, W, 1) layout)",
+                      DeprecationWarning, stacklevel=2)
+        return depth_maps(self.prediction)
+
+    @property
+    def depth_extended(self):
+        """Deprecated: ``prediction_extended`` as (N, H, W) numpy."""
+        warnings.warn("FiffDepthOutput.depth_extended is deprecated: use .prediction_extended",
+                      DeprecationWarning, stacklevel=2)
+        return None if self.prediction_extended is None else depth_maps(self.prediction_extended)
+
+
+def depth_maps(prediction) -> np.ndarray | list:
+    """A pipeline's ``prediction`` (ours or Marigold's, "np" or "pt") -> (N, H, W) float32 numpy,
+    or a list of (H, W) arrays when it is a list."""
+    def one(p):
+        p = p.detach().cpu().float().numpy() if torch.is_tensor(p) else np.asarray(p, dtype=np.float32)
+        return p.reshape(p.shape[-3:-1] if p.shape[-1] == 1 else p.shape[-2:])
+
+    if isinstance(prediction, (list, tuple)):
+        return [one(p) for p in prediction]
+    if torch.is_tensor(prediction):  # (N, 1, H, W)
+        return prediction.detach().cpu().float().numpy()[:, 0]
+    return np.asarray(prediction, dtype=np.float32)[..., 0]  # (N, H, W, 1)
+
+
+class FiffDepthPipeline(DiffusionPipeline):
+    """Feed-forward depth: x0 = E(image), d0 = ε̂θ(x0, 0), depth = D(d0) (Eq. 1), as a diffusers pipeline.
+
+    Components: ``unet`` (ε̂θ), ``vae`` (frozen), ``scheduler`` (the generator's DDPM schedule;
+    unused at inference). Config: ``processing_resolution`` (the default longest side) and
+    ``empty_text_embedding`` (the stored empty-prompt conditioning, (1, L, D) as nested lists),
+    both saved in ``model_index.json``.
 
     decoder: "full" (the VAE's decoder), "tiny" (the distilled decoder in the model directory's
-    ``depth_decoder/``) or an ``AutoencoderTiny``. torch_dtype: float32, or bfloat16/float16 for
-    autocast with weights in that dtype. channels_last: default on for CUDA and for bf16/fp16
-    (oneDNN's fast reduced-precision kernels are NHWC), off for fp32 on CPU.
-    compile: ``torch.compile`` the UNet and the VAE encoder and depth decoder (in place).
+    ``depth_decoder/``) or an ``AutoencoderTiny``. Device and dtype: ``.to(...)`` as any diffusers
+    pipeline (or ``from_pretrained(..., device=, torch_dtype=)``); bf16/fp16 weights run under
+    autocast. channels_last: default on for CUDA and for bf16/fp16 (oneDNN's fast
+    reduced-precision kernels are NHWC), off for fp32 on CPU. compile: ``torch.compile`` the UNet
+    and the VAE encoder and depth decoder (in place).
     ``stage_hook``: a callable ``name -> context manager`` entered around each stage ("encode",
     "unet", "decode"); ``fiffdepth.bench`` times and counts FLOPs with it.
     """
 
-    def __init__(self, model: FiffDepthModel, device: str | torch.device | None = None,
-                 torch_dtype: torch.dtype | None = None, decoder="full", compile: bool = False,
-                 channels_last: bool | None = None):
-        self.model = model.eval()
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = torch_dtype or torch.float32
-        self.autocast = self.dtype in (torch.bfloat16, torch.float16)
-        # NHWC: faster convolutions on GPUs, and the only fast bf16 path on CPUs (oneDNN)
-        default_cl = self.device.type == "cuda" or self.autocast
-        self.channels_last = default_cl if channels_last is None else bool(channels_last)
-        self.decoder = _resolve_decoder(decoder, model)
+    model_cpu_offload_seq = "vae->unet->vae"
+
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDPMScheduler,
+                 empty_text_embedding: list | torch.Tensor | None = None, processing_resolution: int = 768,
+                 decoder="full", compile: bool = False, channels_last: bool | None = None):
+        super().__init__()
+        if empty_text_embedding is None:
+            raise FiffDepthError("FiffDepthPipeline needs the empty-prompt embedding (empty_text_embedding, (1, L, D)); "
+                                 "load a model directory with from_pretrained")
+        emb = torch.as_tensor(empty_text_embedding, dtype=torch.float32).detach().cpu()
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler)
+        self.register_to_config(processing_resolution=int(processing_resolution), empty_text_embedding=emb.tolist())
+        self.model = FiffDepthModel(unet, vae, scheduler, emb, int(processing_resolution)).eval()
+        self.image_processor = MarigoldImageProcessor(vae_scale_factor=self.size_multiple, do_normalize=False)
+        self.decoder = _resolve_decoder(decoder, self.model)
         self.decoder_name = "full" if self.decoder is None else "tiny"
-        self.model.to(device=self.device, dtype=self.dtype)
-        modules = [model.unet, model.vae] + ([self.decoder] if self.decoder is not None else [])
-        for m in modules:
-            m.eval()
-        if self.decoder is not None:  # nn.Module.to: diffusers' own .to warns about an empty fp32-module list
-            torch.nn.Module.to(self.decoder, device=self.device, dtype=self.dtype)
-        use_sdpa(model.unet, model.vae)
-        if self.device.type == "cpu" and not self.autocast:
-            thread_independent_1x1_convs(*modules)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for m in modules:
-            m.to(memory_format=memory_format)
-        if compile:
-            model.unet.compile()
-            model.vae.encoder.compile()
-            (model.vae.decoder if self.decoder is None else self.decoder.decoder).compile()
+        self._channels_last_arg = channels_last
+        self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
-        self.image_codec = ImageCodec(model.vae)
-        self.depth_codec = DepthCodec(model.vae, decoder=self.decoder)
+        self._prepared_for = None  # (device, dtype) that ``prepare`` last set the modules up for
         self.stage_hook = None  # callable(name) -> context manager, e.g. a timer (fiffdepth.bench)
+        self.set_progress_bar_config(disable=True)  # the CLI and evaluation draw their own bars
+        if compile:
+            unet.compile()
+            vae.encoder.compile()
+            (vae.decoder if self.decoder is None else self.decoder.decoder).compile()
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model: FiffDepthModel, device: str | torch.device | None = None,
+                   torch_dtype: torch.dtype | None = None, decoder="full", compile: bool = False,
+                   channels_last: bool | None = None, prepare: bool = True) -> "FiffDepthPipeline":
+        """A pipeline over ``model``'s components (shared, not copied), on ``device`` in
+        ``torch_dtype`` and set up for inference (``prepare``); ``prepare=False`` leaves the
+        modules as they are (``FiffDepthModel.save_pretrained``)."""
+        pipe = cls(model.unet, model.vae, model.scheduler, model.empty_text_embedding, model.processing_resolution,
+                   decoder=decoder, compile=compile, channels_last=channels_last)
+        pipe.model = model
+        if prepare:  # dtype None: the weights keep theirs (diffusers warns on a cast to the same dtype)
+            pipe.to(device=torch.device(device) if device is not None else torch.device("cpu"),
+                    dtype=torch_dtype if torch_dtype not in (None, model.unet.dtype) else None)
+        return pipe
 
     @classmethod
     def from_pretrained(cls, id_or_path: str | Path, device: str | torch.device | None = None,
                         torch_dtype: torch.dtype | None = None, decoder="full", compile: bool = False,
                         channels_last: bool | None = None) -> "FiffDepthPipeline":
-        model = FiffDepthModel.from_pretrained(id_or_path)
+        """Load a FiffDepth directory or hub id (also a Stable Diffusion one: its prior, untrained).
+
+        The components are loaded by diffusers' own ``from_pretrained`` (``FiffDepthModel.from_pretrained``:
+        manifest check, one-line errors, older layouts), and no code from the directory runs.
+        ``DiffusionPipeline.from_pretrained(dir, trust_remote_code=True)`` gives the same
+        pipeline through the directory's ``fiffdepth_pipeline.py``.
+        """
+        model = FiffDepthModel.from_pretrained(id_or_path, torch_dtype=torch_dtype)
         if isinstance(decoder, str) and decoder == "tiny":
             decoder = _load_tiny_decoder(str(id_or_path), model)
-        return cls(model, device=device, torch_dtype=torch_dtype, decoder=decoder, compile=compile,
-                   channels_last=channels_last)
+        return cls.from_model(model, device=device, torch_dtype=torch_dtype, decoder=decoder, compile=compile,
+                              channels_last=channels_last)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """The model; with a distilled decoder also ``depth_decoder/`` (``decoder="tiny"`` then loads it)."""
-        out = self.model.save_pretrained(directory)
-        if self.decoder is not None:
-            from .distill import DECODER_DIR, save_depth_decoder
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> Path:
+        """diffusers' ``save_pretrained`` (``unet/``, ``vae/``, ``scheduler/``, ``model_index.json``)
+        plus ``fiffdepth_pipeline.py``, which lets ``DiffusionPipeline.from_pretrained`` find this
+        class, and a sha256 ``manifest.json``; with a distilled decoder also ``depth_decoder/``
+        (``decoder="tiny"`` loads it). Written to a temporary folder, then moved into place; a
+        folder holding other things too (a training run) keeps them."""
+        directory = Path(save_directory)
+        with staged_dir(directory, commit=_replace_model_entries) as tmp:
+            super().save_pretrained(tmp, **kwargs)
+            if self.decoder is not None:
+                from .distill import DECODER_DIR, save_depth_decoder
 
-            save_depth_decoder(self.decoder, Path(directory) / DECODER_DIR, self.model.vae)
-        return out
+                save_depth_decoder(self.decoder, tmp / DECODER_DIR, self.vae)
+            write_manifest(tmp)
+        return directory
+
+    def save_config(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """diffusers' index, with ``_class_name`` [module, class] and that module beside it (see ``PIPELINE_SHIM``)."""
+        super().save_config(save_directory, push_to_hub=push_to_hub, **kwargs)
+        index_path = Path(save_directory) / INDEX_FILE
+        index = json.loads(index_path.read_text())
+        index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        (Path(save_directory) / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_SHIM)
+
+    # -- device, dtype and the fast path -------------------------------------------------------
+    def to(self, *args, **kwargs) -> "FiffDepthPipeline":
+        """diffusers' ``.to`` (device and/or dtype), then the distilled decoder follows and ``prepare`` runs."""
+        super().to(*args, **kwargs)
+        self.prepare()
+        return self
+
+    @property
+    def autocast(self) -> bool:
+        return self.dtype in (torch.bfloat16, torch.float16)
+
+    def prepare(self) -> None:
+        """Set the modules up for inference on their device and dtype: the distilled decoder
+        moved along, attention through SDPA, NHWC where it pays, and on CPU in fp32 the 1×1
+        convolutions made thread-independent (``MatmulConv1x1``) so outputs are the same bytes
+        at any thread count. Runs again after ``.to``; ``__call__`` runs it when it never ran."""
+        device, dtype = self.device, self.dtype
+        modules = [self.unet, self.vae] + ([self.decoder] if self.decoder is not None else [])
+        for m in modules:
+            m.eval()
+        if self.decoder is not None:  # nn.Module.to: diffusers' own .to warns about an empty fp32-module list
+            torch.nn.Module.to(self.decoder, device=device, dtype=dtype)
+        use_sdpa(self.unet, self.vae)
+        if device.type == "cpu" and not self.autocast:
+            thread_independent_1x1_convs(*modules)
+        # NHWC: faster convolutions on GPUs, and the only fast bf16 path on CPUs (oneDNN)
+        default_cl = device.type == "cuda" or self.autocast
+        self.channels_last = default_cl if self._channels_last_arg is None else bool(self._channels_last_arg)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for m in modules:
+            m.to(memory_format=memory_format)
+        self.image_codec = ImageCodec(self.vae)
+        self.depth_codec = DepthCodec(self.vae, decoder=self.decoder)
+        self._prepared_for = (device, dtype)
 
     def _stage(self, name: str):
         """``stage_hook(name)`` around a stage ("encode", "unet", "decode") when a hook is set."""
@@ -226,67 +346,77 @@ class FiffDepthPipeline:
 
     @property
     def size_multiple(self) -> int:
+        """Input sides are padded to this: one latent pixel per UNet level."""
         return self.model.vae_scale_factor * self.model.unet_downsample
 
     def check_processing_resolution(self, processing_resolution: int | None) -> int:
-        """The longest side to process at: None -> the model's default, 0 -> native (as in
+        """The longest side to process at: None -> the config's default, 0 -> native (as in
         Marigold), otherwise at least ``size_multiple`` (one latent pixel per UNet level)."""
-        res = self.model.processing_resolution if processing_resolution is None else processing_resolution
+        res = self.config.processing_resolution if processing_resolution is None else processing_resolution
         if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or (res != 0 and res < self.size_multiple):
             raise UsageError(f"processing_resolution={res!r}: use 0 (native) or an integer ≥ {self.size_multiple} "
                              f"(the model's latent multiple)")
         return int(res)
 
+    # -- inference -----------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, images, processing_resolution: int | None = None, match_input_resolution: bool = True,
-                 batch_size: int = 1, return_extended: bool = False, output_latent: bool = False,
-                 show_progress_bar: bool = False) -> FiffDepthOutput:
-        """images: a PIL image, numpy array, (3, H, W)/(B, 3, H, W) tensor, or a list of them
-        (uint8/uint16 scaled by their range, float in [0, 1]; see ``image_to_tensor``).
+    def __call__(self, image, processing_resolution: int | None = None, match_input_resolution: bool = True,
+                 resample_method_input: str = "bilinear", resample_method_output: str = "bilinear",
+                 batch_size: int = 1, output_type: str = "np", output_latent: bool = False,
+                 return_dict: bool = True, return_extended: bool = False) -> FiffDepthOutput | tuple:
+        """Depth for one image or a batch, with ``MarigoldDepthPipeline.__call__``'s arguments
+        where they apply (no noise, steps or ensemble: one deterministic UNet pass per image).
 
+        image: a PIL image, numpy array, (3, H, W)/(B, 3, H, W) tensor, or a list of them, sizes
+        may differ (uint8/uint16 scaled by their range, float in [0, 1]; see ``image_to_tensor``).
         processing_resolution: longest side the image is resized to before encoding (0 = native,
-        None = the model's default; see ``check_processing_resolution``). Outputs are resized back when ``match_input_resolution``.
+        None = the config's). match_input_resolution: resize the prediction back to the input's
+        size. resample_method_input/output: ``F.interpolate`` modes of those two resizes.
+        batch_size: images per UNet call (same-size images share a call). output_type: "np" or
+        "pt" (see ``FiffDepthOutput``). output_latent: also return the d0 latents.
+        return_extended: also d₋₁ (Eq. 4). return_dict: False gives the tuple
+        ``(prediction, None, latent)``, plus ``prediction_extended`` when asked for.
         """
         res = self.check_processing_resolution(processing_resolution)
-        tensors = self._as_tensor_list(images)
-        depths, extended, latents = [], [], []
-        order = range(0, len(tensors), max(1, batch_size))
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-            order = tqdm(order, desc="FiffDepth", unit="batch")
-        for start in order:
-            chunk = tensors[start:start + max(1, batch_size)]
+        for name, method in (("resample_method_input", resample_method_input),
+                             ("resample_method_output", resample_method_output)):
+            if method not in RESAMPLE_METHODS:
+                raise UsageError(f"{name}={method!r}: use one of {', '.join(RESAMPLE_METHODS)}")
+        if output_type not in ("np", "pt"):
+            raise UsageError(f"output_type={output_type!r}: use 'np' or 'pt'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise UsageError(f"batch_size={batch_size!r}: use an integer ≥ 1")
+        if self._prepared_for != (self.device, self.dtype):
+            self.prepare()
+        tensors = self._as_tensor_list(image)
+        depths, extended, latents = [None] * len(tensors), [None] * len(tensors), [None] * len(tensors)
+        for start in self.progress_bar(range(0, len(tensors), batch_size)):
+            chunk = range(start, min(len(tensors), start + batch_size))
             groups: dict[tuple, list[int]] = {}
-            for i, t in enumerate(chunk):
-                groups.setdefault(tuple(t.shape), []).append(i)
-            out_chunk: list = [None] * len(chunk)
+            for i in chunk:
+                groups.setdefault(tuple(tensors[i].shape), []).append(i)
             for idx in groups.values():
-                result = self._predict_same_size(torch.stack([chunk[i] for i in idx]), res, match_input_resolution,
-                                                 return_extended)
+                d0, d_ext, lat = self._predict_same_size(torch.stack([tensors[i] for i in idx]), res,
+                                                         match_input_resolution, return_extended,
+                                                         resample_method_input, resample_method_output)
                 for j, i in enumerate(idx):
-                    out_chunk[i] = tuple(r[j] if r is not None else None for r in result)
-            for d, e, lat in out_chunk:
-                depths.append(d)
-                extended.append(e)
-                latents.append(lat)
-        return FiffDepthOutput(
-            depth=_stack_if_same(depths),
-            depth_extended=_stack_if_same(extended) if return_extended else None,
-            latent=latents if output_latent else None,
-        )
+                    depths[i], latents[i] = d0[j:j + 1], lat[j]
+                    extended[i] = None if d_ext is None else d_ext[j:j + 1]
+        prediction = _finish(depths, output_type)
+        prediction_extended = _finish(extended, output_type) if return_extended else None
+        latent = (torch.stack(latents) if len({t.shape for t in latents}) == 1 else latents) if output_latent else None
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (prediction, None, latent) + ((prediction_extended,) if return_extended else ())
+        return FiffDepthOutput(prediction=prediction, uncertainty=None, latent=latent,
+                               prediction_extended=prediction_extended)
 
-    def _predict_same_size(self, batch: torch.Tensor, res: int, match_input: bool, extended: bool):
-        h, w = batch.shape[-2:]
-        x = batch.to(self.device, torch.float32)
-        if res and max(h, w) != res:
-            scale = res / max(h, w)
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        ph, pw = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = (math.ceil(ph / m) * m - ph), (math.ceil(pw / m) * m - pw)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    def _predict_same_size(self, batch: torch.Tensor, res: int, match_input: bool, extended: bool,
+                           resample_in: str, resample_out: str):
+        """batch: (B, 3, H, W) in [0, 1] -> depth d0 (B, 1, H', W') in [0, 1], the same for d₋₁ or
+        None, and the d0 latents (B, 4, h, w) on the CPU."""
+        x, padding, size = self.image_processor.preprocess(batch, res if res else None, resample_in,
+                                                           device=self.device, dtype=torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
@@ -299,15 +429,13 @@ class FiffDepthPipeline:
                 decoded = [None if lat is None else self.depth_codec.decode(lat) for lat in (d0, d_ext)]
         results = []
         for depth in decoded:
-            if depth is None:
-                results.append(None)
-                continue
-            depth = depth[..., :ph, :pw].float()
-            if match_input and (ph, pw) != (h, w):
-                depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-            results.append(((depth[:, 0] + 1.0) / 2.0).clamp(0.0, 1.0).cpu().numpy())
-        results.append(d0.float().cpu())
-        return results
+            if depth is not None:
+                depth = self.image_processor.unpad_image(depth.float(), padding)
+                if match_input and tuple(depth.shape[-2:]) != tuple(size):
+                    depth = self.image_processor.resize_antialias(depth, size, resample_out, is_aa=False)
+                depth = ((depth + 1.0) / 2.0).clamp(0.0, 1.0).cpu()
+            results.append(depth)
+        return results[0], results[1], d0.float().cpu()
 
     @staticmethod
     def _as_tensor_list(images) -> list[torch.Tensor]:
@@ -318,6 +446,43 @@ class FiffDepthPipeline:
                 raise BadImageError("no images given")
             return [image_to_tensor(im) for im in images]
         return [image_to_tensor(images)]
+
+
+def _finish(depths: list[torch.Tensor], output_type: str):
+    """Per-image (1, 1, H, W) tensors -> Marigold's layout: one (N, ...) batch when the sizes
+    agree, else a list of per-image (H, W, 1) arrays / (1, H, W) tensors."""
+    if len({tuple(d.shape) for d in depths}) == 1:
+        batch = torch.cat(depths)
+        return MarigoldImageProcessor.pt_to_numpy(batch) if output_type == "np" else batch
+    if output_type == "np":
+        return [MarigoldImageProcessor.pt_to_numpy(d)[0] for d in depths]
+    return [d[0] for d in depths]
+
+
+def _replace_model_entries(tmp: Path, directory: Path) -> None:
+    """Move ``tmp`` into place. A directory holding other things too (a training run's
+    checkpoints and logs) keeps them: only the model's own entries are swapped, each by rename,
+    the index last so a reader never sees a new index over old weights (an entry the new model
+    lacks, such as an older layout's embedding file, is removed)."""
+    if directory.exists() and any(p.name not in MODEL_ENTRIES for p in directory.iterdir()):
+        for name in sorted(MODEL_ENTRIES, key=lambda n: n == INDEX_FILE):
+            new, cur, old = tmp / name, directory / name, directory / f".{name}.old"
+            _remove(old)
+            if cur.exists():
+                cur.rename(old)
+            if new.exists():
+                new.rename(cur)
+            _remove(old)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    replace_dir(tmp, directory)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def use_sdpa(*modules) -> None:
@@ -412,21 +577,7 @@ def batch_or_one_by_one(predict, inputs: list) -> list:
         return out
 
 
-def _stack_if_same(arrays: list):
-    if arrays and all(a is not None and a.shape == arrays[0].shape for a in arrays):
-        return np.stack(arrays)
-    return arrays
-
-
 # -- outputs ------------------------------------------------------------------------------------
-
-def colorize_depth(depth: np.ndarray, cmap: str = "Spectral") -> np.ndarray:
-    """(H, W) depth in [0, 1] -> (H, W, 3) uint8 with a matplotlib colormap (near = first colour)."""
-    import matplotlib
-
-    rgba = matplotlib.colormaps[cmap](np.clip(depth, 0.0, 1.0))
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
-
 
 OUTPUT_MARKER = ".fiffdepth-predict.json"  # in every --out folder: what predict wrote there
 
@@ -437,13 +588,15 @@ def output_names(stem: str) -> list[str]:
 
 
 def write_depth_outputs(depth: np.ndarray, out_dir: Path, stem: str, cmap: str = "Spectral") -> list[Path]:
-    """Write ``<stem>.png`` (16-bit, depth × 65535), ``<stem>.npy`` (float32) and ``<stem>_colored.png``."""
+    """Write ``<stem>.png`` (16-bit, depth × 65535), ``<stem>.npy`` (float32) and ``<stem>_colored.png``
+    (diffusers' ``MarigoldImageProcessor.visualize_depth``). depth: (H, W) in [0, 1]."""
     out_dir.mkdir(parents=True, exist_ok=True)
     png16, npy, colored = (out_dir / name for name in output_names(stem))
     d = np.asarray(depth, dtype=np.float32)
     atomic_write(png16, lambda p: Image.fromarray((np.clip(d, 0, 1) * 65535.0 + 0.5).astype(np.uint16)).save(p, format="PNG"))
     atomic_write(npy, lambda p: np.save(p, d))
-    atomic_write(colored, lambda p: Image.fromarray(colorize_depth(d, cmap)).save(p, format="PNG"))
+    # the 16-bit PNG is ours: diffusers' export_depth_to_16bit_png raises on Pillow ≥ 12 (fromarray's mode="I;16")
+    atomic_write(colored, lambda p: MarigoldImageProcessor.visualize_depth(d, color_map=cmap)[0].save(p, format="PNG"))
     return [png16, npy, colored]
 
 
@@ -586,7 +739,8 @@ def run(args: argparse.Namespace) -> int:
                 tqdm.write(f"note: {path}: {note}", file=sys.stderr)
             loaded.append((stem, image))
         depths = batch_or_one_by_one(
-            lambda ims: list(pipe(ims, processing_resolution=res, batch_size=batch).depth), [im for _, im in loaded])
+            lambda ims: depth_maps(pipe(ims, processing_resolution=res, batch_size=batch).prediction),
+            [im for _, im in loaded])
         for (stem, _), depth in zip(loaded, depths):
             bar.update(1)
             try:

@@ -86,17 +86,17 @@ def test_pipeline_with_tiny_decoder(distilled, model_dir):
     tiny = FiffDepthPipeline.from_pretrained(model_dir, decoder="tiny")
     full = FiffDepthPipeline.from_pretrained(model_dir)
     assert tiny.decoder_name == "tiny" and full.decoder_name == "full"
-    a, b = tiny(img).depth, full(img).depth
-    assert a.shape == b.shape == (1, 40, 56) and torch.isfinite(torch.from_numpy(a)).all()
+    a, b = tiny(img).prediction, full(img).prediction
+    assert a.shape == b.shape == (1, 40, 56, 1) and torch.isfinite(torch.from_numpy(a)).all()
     assert (a >= 0).all() and (a <= 1).all()
-    assert torch.equal(torch.from_numpy(a), torch.from_numpy(tiny(img).depth))  # deterministic
+    assert torch.equal(torch.from_numpy(a), torch.from_numpy(tiny(img).prediction))  # deterministic
     # the constructor finds depth_decoder/ next to the weights the model was loaded from
-    again = FiffDepthPipeline(tiny.model, decoder="tiny")
-    assert (again(img).depth == a).all()
+    again = FiffDepthPipeline.from_model(tiny.model, decoder="tiny")
+    assert (again(img).prediction == a).all()
     # save/load round trip keeps the decoder
     out = model_dir.parent / "copy"
     tiny.save_pretrained(out)
-    assert (FiffDepthPipeline.from_pretrained(out, decoder="tiny")(img).depth == a).all()
+    assert (FiffDepthPipeline.from_pretrained(out, decoder="tiny")(img).prediction == a).all()
 
 
 def test_missing_or_mismatched_decoder_is_a_clear_error(tmp_path, distilled, model_dir, tiny_cfg):
@@ -107,9 +107,9 @@ def test_missing_or_mismatched_decoder_is_a_clear_error(tmp_path, distilled, mod
     with pytest.raises(FiffDepthError, match="fiffdepth distill-decoder"):
         FiffDepthPipeline.from_pretrained(bare, decoder="tiny")
     with pytest.raises(FiffDepthError, match="model's directory"):
-        FiffDepthPipeline(FiffDepthModel.from_config(tiny_cfg.model), decoder="tiny")
+        FiffDepthPipeline.from_model(FiffDepthModel.from_config(tiny_cfg.model), decoder="tiny")
     with pytest.raises(ValueError, match="decoder must be"):
-        FiffDepthPipeline(FiffDepthModel.from_config(tiny_cfg.model), decoder="small")
+        FiffDepthPipeline.from_model(FiffDepthModel.from_config(tiny_cfg.model), decoder="small")
     # a decoder distilled for a VAE with another scaling factor is refused
     import shutil
 

@@ -186,10 +186,33 @@ def test_processing_resolution_from_index_or_unet_config(tiny_model, tmp_path):
     sd = tmp_path / "sd"  # a UNet/VAE directory without an index: the UNet's sample_size × the VAE's factor
     tiny_model.unet.save_pretrained(sd / "unet")
     tiny_model.vae.save_pretrained(sd / "vae")
-    (sd / "empty_text_embedding.safetensors").write_bytes((d / "empty_text_embedding.safetensors").read_bytes())
+    from safetensors.torch import save_file
+
+    save_file({"empty_text_embedding": tiny_model.empty_text_embedding.contiguous()}, str(sd / "empty_text_embedding.safetensors"))
     (sd / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     m = FiffDepthModel.from_pretrained(sd)
     assert m.processing_resolution == tiny_model.unet.config.sample_size * m.vae_scale_factor == 128
+
+
+def test_directory_written_before_issue_16_still_loads(tiny_model, tmp_path):
+    """Embedding in empty_text_embedding.safetensors and the resolution under the index's
+    "fiffdepth" key (the layout before the pipeline became a DiffusionPipeline)."""
+    from safetensors.torch import save_file
+
+    tiny_model.processing_resolution = 96
+    d = tiny_model.save_pretrained(tmp_path / "m")
+    (d / "manifest.json").unlink()
+    (d / "fiffdepth_pipeline.py").unlink()
+    save_file({"empty_text_embedding": tiny_model.empty_text_embedding.contiguous()}, str(d / "empty_text_embedding.safetensors"))
+    (d / "model_index.json").write_text(json.dumps({
+        "_class_name": "FiffDepthPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDPMScheduler"],
+        "fiffdepth": {"processing_resolution": 96, "feed_forward_timestep": 0, "extend_timestep": -1}}))
+    m = FiffDepthModel.from_pretrained(d)
+    assert m.processing_resolution == 96 and torch.equal(m.empty_text_embedding, tiny_model.empty_text_embedding)
+    m.save_pretrained(d)  # re-saved in the new layout: the embedding file goes, the index holds it
+    assert not (d / "empty_text_embedding.safetensors").exists()
+    assert torch.equal(FiffDepthModel.from_pretrained(d).empty_text_embedding, tiny_model.empty_text_embedding)
 
 
 def test_unreachable_hub_fails_fast_in_one_line(tmp_path):

@@ -60,7 +60,7 @@ def test_paper_preset_runs_end_to_end_on_sd2_layout(tmp_path):
 
     pipe = FiffDepthPipeline.from_pretrained(out / "runs" / "fiffdepth")
     photo = torch.from_numpy(TarShards(data / "laion_art").read(0)[0]).permute(2, 0, 1).float() / 255.0
-    depth = pipe(photo).depth[0]
+    depth = pipe(photo).prediction[0, ..., 0]
     assert depth.shape == photo.shape[-2:] and np.isfinite(np.asarray(depth)).all()
 
     res = evaluate_model(pipe, [f"scannet:{make_scannet_fixture(tmp_path / 'scannet')}"], progress=False,

@@ -28,41 +28,85 @@ def _rgb(h=40, w=56, seed=0):
 
 def test_output_matches_input_resolution_and_range(pipe):
     out = pipe(_rgb())
-    assert out.depth.shape == (1, 40, 56)
-    assert out.depth.dtype == np.float32 and np.isfinite(out.depth).all()
-    assert out.depth.min() >= 0.0 and out.depth.max() <= 1.0
+    assert out.prediction.shape == (1, 40, 56, 1)  # Marigold's layout: (N, H, W, 1)
+    assert out.prediction.dtype == np.float32 and np.isfinite(out.prediction).all()
+    assert out.prediction.min() >= 0.0 and out.prediction.max() <= 1.0
     small = pipe(_rgb(), match_input_resolution=False)
-    assert max(small.depth.shape[1:]) == 64
+    assert small.prediction.shape == (1, 64 * 40 // 56, 64, 1)  # Marigold's resize: longest side = 64
+    as_pt = pipe(_rgb(), output_type="pt")
+    assert as_pt.prediction.shape == (1, 1, 40, 56) and torch.equal(as_pt.prediction[:, 0], torch.from_numpy(out.prediction[..., 0]))
+    pred, uncertainty, latent = pipe(_rgb(), output_latent=True, return_dict=False)
+    assert np.array_equal(pred, out.prediction) and uncertainty is None and latent.shape == (1, 4, 12, 16)  # 45×64, padded to 48×64, VAE ×4
+    with pytest.warns(DeprecationWarning, match="prediction"):
+        assert np.array_equal(out.depth, out.prediction[..., 0])  # the old name, (N, H, W)
 
 
 def test_same_input_bit_identical(pipe, model_dir):
     img = _rgb(seed=3)
-    a = pipe(img).depth
-    b = pipe(img).depth
-    c = FiffDepthPipeline.from_pretrained(model_dir)(img).depth
+    a = pipe(img).prediction
+    b = pipe(img).prediction
+    c = FiffDepthPipeline.from_pretrained(model_dir)(img).prediction
     assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
 def test_input_types_agree(pipe):
     arr = _rgb(32, 32, seed=1)
-    ref = pipe(arr).depth[0]
-    as_pil = pipe(Image.fromarray(arr)).depth[0]
-    as_tensor = pipe(torch.from_numpy(arr).permute(2, 0, 1).float() / 255).depth[0]
-    as_u16 = pipe(arr.astype(np.uint16) * 257).depth[0]
+    ref = pipe(arr).prediction[0]
+    as_pil = pipe(Image.fromarray(arr)).prediction[0]
+    as_tensor = pipe(torch.from_numpy(arr).permute(2, 0, 1).float() / 255).prediction[0]
+    as_u16 = pipe(arr.astype(np.uint16) * 257).prediction[0]
     assert np.allclose(ref, as_pil) and np.allclose(ref, as_tensor, atol=1e-5) and np.allclose(ref, as_u16, atol=1e-5)
     rgba = np.concatenate([arr, np.full((32, 32, 1), 7, np.uint8)], -1)
-    assert np.array_equal(pipe(rgba).depth[0], ref)
+    assert np.array_equal(pipe(rgba).prediction[0], ref)
 
 
 def test_list_and_batch(pipe):
     imgs = [_rgb(32, 32, s) for s in range(3)] + [_rgb(24, 40, 9)]
     out = pipe(imgs, batch_size=2, return_extended=True, output_latent=True)
-    assert isinstance(out.depth, list) and [d.shape for d in out.depth] == [(32, 32)] * 3 + [(24, 40)]
-    one_by_one = [pipe(i).depth[0] for i in imgs]
-    for a, b in zip(out.depth, one_by_one):
+    assert isinstance(out.prediction, list) and [d.shape for d in out.prediction] == [(32, 32, 1)] * 3 + [(24, 40, 1)]
+    one_by_one = [pipe(i).prediction[0] for i in imgs]
+    for a, b in zip(out.prediction, one_by_one):
         assert np.allclose(a, b, atol=1e-5)
-    assert len(out.depth_extended) == 4 and len(out.latent) == 4
-    assert not np.allclose(out.depth_extended[0], out.depth[0])  # d₋₁ differs from d0
+    assert len(out.prediction_extended) == 4 and len(out.latent) == 4
+    assert not np.allclose(out.prediction_extended[0], out.prediction[0])  # d₋₁ differs from d0
+    same = pipe(imgs[:3], batch_size=2, output_type="pt", output_latent=True)
+    assert same.prediction.shape == (3, 1, 32, 32) and same.latent.shape == (3, 4, 16, 16)
+
+
+def test_diffusers_loads_the_directory_as_our_pipeline(model_dir, pipe):
+    """The saved directory is diffusers' hub layout: DiffusionPipeline.from_pretrained (its index
+    names fiffdepth_pipeline.py, diffusers asks for trust_remote_code) and custom_pipeline give
+    our class and the same prediction."""
+    import json
+
+    from diffusers import DiffusionPipeline
+
+    img = _rgb(seed=11)
+    ref = pipe(img).prediction
+    index = json.loads((model_dir / "model_index.json").read_text())
+    assert index["_class_name"] == ["fiffdepth_pipeline", "FiffDepthPipeline"] and index["processing_resolution"] == 64
+    assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and np.shape(index["empty_text_embedding"]) == (1, 2, 32)
+    for kw in ({}, {"custom_pipeline": str(model_dir / "fiffdepth_pipeline.py")}, {"custom_pipeline": "fiffdepth_pipeline"}):
+        loaded = DiffusionPipeline.from_pretrained(str(model_dir), trust_remote_code=True, **kw)
+        assert type(loaded) is FiffDepthPipeline and loaded.to("cpu") is loaded and loaded.device.type == "cpu"
+        np.testing.assert_array_equal(loaded(img).prediction, ref)
+    assert sorted(loaded.components) == ["scheduler", "unet", "vae"]
+    assert loaded.config.processing_resolution == 64
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        DiffusionPipeline.from_pretrained(str(model_dir))
+    again = model_dir.parent / "resaved"  # a pipeline diffusers loaded saves the same layout back
+    loaded.save_pretrained(again)
+    assert json.loads((again / "model_index.json").read_text())["_class_name"] == index["_class_name"]
+    np.testing.assert_array_equal(FiffDepthPipeline.from_pretrained(again)(img).prediction, ref)
+
+
+def test_progress_bar_is_diffusers(pipe, capsys):
+    pipe.set_progress_bar_config(disable=False, desc="fiffdepth-bar")
+    try:
+        pipe([_rgb(32, 32, s) for s in range(3)], batch_size=2)
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+    assert "fiffdepth-bar" in capsys.readouterr().err
 
 
 def test_image_to_tensor_conversions():
@@ -138,7 +182,7 @@ def test_channels_last_matches_contiguous(model_dir, fast_images):
     assert nhwc.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     a = ref(fast_images, batch_size=2, output_latent=True)
     b = nhwc(fast_images, batch_size=2, output_latent=True)
-    assert np.allclose(a.depth, b.depth, atol=1e-5)
+    assert np.allclose(a.prediction, b.prediction, atol=1e-5)
     assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a.latent, b.latent))
 
 
@@ -154,14 +198,14 @@ def test_bf16_autocast_close_to_fp32_and_deterministic(model_dir, fast_images):
     bf16 = FiffDepthPipeline.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
     assert bf16.autocast and bf16.channels_last and bf16.model.unet.dtype == torch.bfloat16
     out = bf16(fast_images, batch_size=2, output_latent=True)
-    assert out.depth.dtype == np.float32 and np.isfinite(out.depth).all()
-    assert not np.array_equal(out.depth, fp32.depth)  # it really ran in bf16
+    assert out.prediction.dtype == np.float32 and np.isfinite(out.prediction).all()
+    assert not np.array_equal(out.prediction, fp32.prediction)  # it really ran in bf16
     # Random weights amplify bf16 rounding (8-bit mantissa): this model's depth differs by ~1.7e-2
     # relative (the trained tiny prior: ~6e-3, see benchmarks/RESULTS.md); the UNet latent by ~4e-2.
-    assert _rel_err(out.depth, fp32.depth) < 3e-2
-    assert _rel_err(torch.cat(out.latent).numpy(), torch.cat(fp32.latent).numpy()) < 8e-2
-    again = bf16(fast_images, batch_size=2).depth
-    assert np.array_equal(out.depth, again)
+    assert _rel_err(out.prediction, fp32.prediction) < 3e-2
+    assert _rel_err(out.latent.numpy(), fp32.latent.numpy()) < 8e-2
+    again = bf16(fast_images, batch_size=2).prediction
+    assert np.array_equal(out.prediction, again)
 
 
 def test_stage_hook_sees_each_stage(pipe):
@@ -186,9 +230,9 @@ def test_stage_hook_sees_each_stage(pipe):
 def test_compiled_pipeline_matches_eager(model_dir):
     """torch.compile (inductor; ~1–3 min to compile on 2 CPU cores): same depth, still deterministic."""
     img = _rgb(64, 64, seed=5)
-    eager = FiffDepthPipeline.from_pretrained(model_dir)(img).depth
+    eager = FiffDepthPipeline.from_pretrained(model_dir)(img).prediction
     compiled = FiffDepthPipeline.from_pretrained(model_dir, compile=True)
-    a, b = compiled(img).depth, compiled(img).depth
+    a, b = compiled(img).prediction, compiled(img).prediction
     assert np.allclose(a, eager, atol=1e-4) and np.array_equal(a, b)
 
 
@@ -197,10 +241,10 @@ def test_compiled_pipeline_matches_eager(model_dir):
 
 def test_integers_scaled_by_dtype_range_floats_outside_unit_range_refused(pipe):
     arr = _rgb(32, 32, seed=4)
-    ref = pipe(arr).depth[0]
+    ref = pipe(arr).prediction[0]
     chw = torch.from_numpy(arr).permute(2, 0, 1)
-    assert np.array_equal(pipe(chw).depth[0], ref)  # uint8 tensor: / 255, not clamped to white
-    assert np.allclose(pipe(chw.float() / 255).depth[0], ref, atol=1e-5)
+    assert np.array_equal(pipe(chw).prediction[0], ref)  # uint8 tensor: / 255, not clamped to white
+    assert np.allclose(pipe(chw.float() / 255).prediction[0], ref, atol=1e-5)
     assert torch.equal(image_to_tensor(arr.astype(np.uint16) * 257), image_to_tensor(arr))
     for bad in (chw.float(), arr.astype(np.float32), arr.astype(np.float32) / 255 - 0.1):
         with pytest.raises(BadImageError, match=r"\[0, 1\]"):
@@ -216,9 +260,9 @@ def test_processing_resolution_is_validated(pipe):
     for bad in (-5, 3, 15, 2.5):
         with pytest.raises(UsageError, match="processing_resolution"):
             pipe(_rgb(32, 32), processing_resolution=bad)
-    native = pipe(_rgb(40, 56), processing_resolution=0, match_input_resolution=False).depth
-    assert native.shape == (1, 40, 56)
-    assert pipe(_rgb(40, 56), processing_resolution=16, match_input_resolution=False).depth.shape[-1] == 16
+    native = pipe(_rgb(40, 56), processing_resolution=0, match_input_resolution=False).prediction
+    assert native.shape == (1, 40, 56, 1)
+    assert pipe(_rgb(40, 56), processing_resolution=16, match_input_resolution=False).prediction.shape[2] == 16
 
 
 def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch):
@@ -315,7 +359,7 @@ def test_same_bytes_at_one_and_two_threads(pipe):
         out = {}
         for t in (1, 2):
             torch.set_num_threads(t)
-            out[t] = [pipe(img).depth, pipe(img, processing_resolution=0).depth]
+            out[t] = [pipe(img).prediction, pipe(img, processing_resolution=0).prediction]
     finally:
         torch.set_num_threads(threads)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(out[1], out[2]))

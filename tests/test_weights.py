@@ -40,9 +40,9 @@ def test_shipped_fiffdepth_model_predicts_with_the_pipeline():
     from fiffdepth.pipeline import FiffDepthPipeline
 
     pipe = FiffDepthPipeline.from_pretrained(shipped("fiffdepth"))
-    assert pipe.model.processing_resolution == 128
-    depth = pipe(torch.rand(3, 48, 64)).depth
-    assert depth.shape[-2:] == (48, 64) and np.isfinite(depth).all()
+    assert pipe.config.processing_resolution == 128
+    depth = pipe(torch.rand(3, 48, 64)).prediction
+    assert depth.shape == (1, 48, 64, 1) and np.isfinite(depth).all()
 
 
 def test_export_stores_float16_and_loads_back_as_float32(tmp_path, tiny_cfg):
