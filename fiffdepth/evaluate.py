@@ -20,10 +20,14 @@ aligned to it exactly as for Table 1, and it is scored only where the GT is vali
 elsewhere), so sky or masked-out pixels make no edges on either side. Without GT depth (masks,
 DA-2K) the prediction is used as is (disparity ``p`` as depth ``1 / p``).
 
-A predictor is a ``FiffDepthPipeline`` or any callable ``f(images, processing_resolution) ->
-[HxW array]`` taking a list of (3, H, W) float tensors in [0, 1]; ``processing_resolution``
-None means the model's default, 0 native. A predictor whose attribute ``output_space`` is
-"disparity" (``depth_anything_predictor``) is aligned in disparity space.
+A predictor is a diffusers depth pipeline with Marigold's call and output (our
+``FiffDepthPipeline`` or diffusers' ``MarigoldDepthPipeline``, passed as they are: its
+``prediction`` is read, extra call arguments such as Marigold's ``num_inference_steps`` and
+``ensemble_size`` go in ``pipeline_kwargs``, a pipeline that draws noise gets generators seeded
+per image), or any callable ``f(images, processing_resolution) -> [HxW array]`` taking a list of
+(3, H, W) float tensors in [0, 1]; ``processing_resolution`` None means the model's default, 0
+native. A predictor whose attribute ``output_space`` is "disparity" (``depth_anything_predictor``)
+or whose config's ``prediction_type`` is (a Marigold disparity model) is aligned in disparity space.
 
 The mean-layout baseline (``fiffdepth.baselines``, ``--mean-layout DIR``) is such a callable:
 it returns the training scenes' mean normalised depth whatever the image, and is scored the
@@ -38,6 +42,7 @@ A bad file inside a dataset is reported with ``warnings.warn`` naming it, skippe
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import platform
 import re
@@ -58,7 +63,7 @@ from .data.eval_sets import PROTOCOLS, EvalProtocol
 from .data.io import DataError
 from .data.synthetic import FAR, NEAR
 from .hub import FiffDepthError, load_or_explain
-from .pipeline import BadImageError, FiffDepthPipeline, batch_or_one_by_one
+from .pipeline import BadImageError, FiffDepthPipeline, batch_or_one_by_one, depth_maps
 
 # dataset name -> what it is scored with
 DEPTH, BOUNDARY_F1, BOUNDARY_RECALL = "depth", "boundary_f1", "boundary_recall"
@@ -229,21 +234,10 @@ def depth_anything_predictor(model_dir_or_id: str, device=None, batch_size: int 
                      "disparity", {"kind": "depth-anything", "model": str(model_dir_or_id)})
 
 
-def marigold_predictor(pipe, num_inference_steps: int | None = None, ensemble_size: int = 1,
-                       seed: int = 0) -> Predictor:
-    """diffusers' MarigoldDepthPipeline; one seeded call per image (sizes may differ), depth in [0, 1]."""
-
-    def predict(images, res):
-        out = []
-        for image in images:
-            g = torch.Generator(device=pipe.device).manual_seed(seed)
-            r = pipe(image[None], num_inference_steps=num_inference_steps, ensemble_size=ensemble_size,
-                     processing_resolution=res, match_input_resolution=True, generator=g, output_type="np")
-            out.append(np.asarray(r.prediction)[0, ..., 0])
-        return out
-
-    return Predictor(predict, "depth", {"kind": "marigold", "num_inference_steps": num_inference_steps,
-                                        "ensemble_size": ensemble_size, "seed": seed})
+def marigold_call(steps: int | None = None, ensemble: int = 1) -> dict:
+    """``pipeline_kwargs`` for a ``MarigoldDepthPipeline``: its denoising steps (None: the
+    pipeline's default) and ensemble size."""
+    return {"num_inference_steps": steps, "ensemble_size": ensemble}
 
 
 MODEL_KINDS = ("fiffdepth", "marigold", "depth-anything")
@@ -255,8 +249,8 @@ def split_model_kind(model: str) -> tuple[str | None, str]:
     return (kind, rest) if kind in MODEL_KINDS and rest else (None, str(model))
 
 
-def load_predictor(model: str, device=None, marigold_steps: int | None = None, marigold_ensemble: int = 1):
-    """A FiffDepth, Marigold or Depth Anything model from a directory or hub id.
+def load_predictor(model: str, device=None):
+    """A FiffDepth or Marigold pipeline, or a Depth Anything predictor, from a directory or hub id.
 
     The kind is read from the directory (``model_index.json`` naming a Marigold pipeline, a
     transformers ``config.json`` of model type depth_anything; otherwise FiffDepth) or forced
@@ -267,7 +261,7 @@ def load_predictor(model: str, device=None, marigold_steps: int | None = None, m
     if kind is None:
         kind = "fiffdepth"
         if (path / "model_index.json").is_file():
-            if "Marigold" in json.loads((path / "model_index.json").read_text()).get("_class_name", ""):
+            if "Marigold" in str(json.loads((path / "model_index.json").read_text()).get("_class_name", "")):
                 kind = "marigold"
         elif (path / "config.json").is_file():
             if json.loads((path / "config.json").read_text()).get("model_type") == "depth_anything":
@@ -284,30 +278,85 @@ def load_predictor(model: str, device=None, marigold_steps: int | None = None, m
 
             pipe = load_or_explain(MarigoldDepthPipeline.from_pretrained, src, "Marigold pipeline").to(device or "cpu")
             pipe.set_progress_bar_config(disable=True)
-        return marigold_predictor(pipe, marigold_steps, marigold_ensemble)
+        return pipe
     return FiffDepthPipeline.from_pretrained(src, device=device)
 
 
+PIPELINE_KINDS = {"FiffDepthPipeline": "fiffdepth", "MarigoldDepthPipeline": "marigold"}
+
+
+def is_pipeline(predictor) -> bool:
+    """A diffusers pipeline (called with Marigold's arguments, read through ``.prediction``)."""
+    from diffusers import DiffusionPipeline
+
+    return isinstance(predictor, DiffusionPipeline)
+
+
 def output_space(predictor) -> str:
+    if is_pipeline(predictor):
+        return "disparity" if predictor.config.get("prediction_type") == "disparity" else "depth"
     return getattr(predictor, "output_space", "depth")
 
 
-def describe_predictor(predictor) -> dict:
-    if isinstance(predictor, FiffDepthPipeline):
-        return {"kind": "fiffdepth", "output_space": "depth", "device": str(predictor.device),
-                "processing_resolution": predictor.model.processing_resolution, "dtype": str(predictor.dtype),
-                "decoder": getattr(predictor, "decoder_name", "full")}
+def describe_predictor(predictor, pipeline_kwargs: dict | None = None, seed: int = 0) -> dict:
+    """What is scored (recorded in results.json): a pipeline's class, device, dtype and default
+    processing resolution plus the call arguments, or a callable's ``info``."""
+    if is_pipeline(predictor):
+        name = type(predictor).__name__
+        cfg = predictor.config
+        info = {"kind": PIPELINE_KINDS.get(name, name), "pipeline": name, "output_space": output_space(predictor),
+                "device": str(predictor.device), "dtype": str(predictor.dtype),
+                "processing_resolution": cfg.get("processing_resolution", cfg.get("default_processing_resolution")),
+                **(pipeline_kwargs or {})}
+        if hasattr(predictor, "decoder_name"):
+            info["decoder"] = predictor.decoder_name
+        if _draws_noise(predictor):
+            info["seed"] = seed
+        return info
     return {"kind": type(predictor).__name__, **getattr(predictor, "info", {}), "output_space": output_space(predictor)}
 
 
+def _is_marigold(predictor) -> bool:
+    from diffusers import MarigoldDepthPipeline
+
+    return isinstance(predictor, MarigoldDepthPipeline)
+
+
+def _draws_noise(pipe) -> bool:
+    return "generator" in inspect.signature(pipe.__call__).parameters
+
+
+def pipeline_depths(pipe, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
+                    batch_size: int = 1, pipeline_kwargs: dict | None = None, seed: int = 0) -> list[np.ndarray]:
+    """A diffusers depth pipeline's ``prediction`` for (3, H, W) images -> one (H, W) map per
+    image. Same-size images share a call (Marigold takes one size per call). A pipeline that
+    draws noise gets one generator per image and ensemble member, seeded ``seed + member``, so
+    an image's prediction does not depend on its neighbours."""
+    kwargs = dict(pipeline_kwargs or {})
+    out: list = [None] * len(images)
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(tuple(im.shape), []).append(i)
+    for idx in groups.values():
+        if _draws_noise(pipe):
+            members = int(kwargs.get("ensemble_size") or 1)
+            device = pipe.device if pipe.device.type != "mps" else "cpu"
+            kwargs["generator"] = [torch.Generator(device=device).manual_seed(seed + j) for _ in idx for j in range(members)]
+        pred = pipe([images[i] for i in idx], processing_resolution=processing_resolution, match_input_resolution=True,
+                    batch_size=batch_size, output_type="np", **kwargs).prediction
+        for i, m in zip(idx, depth_maps(pred)):
+            out[i] = m
+    return out
+
+
 def predict_raw(predictor, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
-                batch_size: int = 1) -> list[np.ndarray]:
+                batch_size: int = 1, pipeline_kwargs: dict | None = None, seed: int = 0) -> list[np.ndarray]:
     """The predictor's own output (depth or disparity, see ``output_space``), one (H, W) float32
-    array per (3, H, W) image, at the image's resolution."""
+    array per (3, H, W) image, at the image's resolution: a pipeline's ``prediction``
+    (``pipeline_depths``), or a callable's maps."""
     images = list(images)
-    if isinstance(predictor, FiffDepthPipeline):
-        maps = list(predictor(images, processing_resolution=processing_resolution, match_input_resolution=True,
-                              batch_size=batch_size).depth)
+    if is_pipeline(predictor):
+        maps = pipeline_depths(predictor, images, processing_resolution, batch_size, pipeline_kwargs, seed)
     else:
         maps = list(predictor(images, processing_resolution))
     if len(maps) != len(images):
@@ -322,11 +371,11 @@ def predict_raw(predictor, images: Sequence[torch.Tensor], processing_resolution
 
 
 def predict_depths(predictor, images: Sequence[torch.Tensor], processing_resolution: int | None = None,
-                   batch_size: int = 1) -> list[np.ndarray]:
+                   batch_size: int = 1, pipeline_kwargs: dict | None = None, seed: int = 0) -> list[np.ndarray]:
     """Depth-like maps (larger = farther) for figures and comparisons: a disparity predictor's
     output goes through ``fiffdepth.teacher.disparity_to_depth``, the pseudo-label convention,
     with its background (sky) drawn as the far plane 1/eps instead of left invalid."""
-    maps = predict_raw(predictor, images, processing_resolution, batch_size)
+    maps = predict_raw(predictor, images, processing_resolution, batch_size, pipeline_kwargs, seed)
     if output_space(predictor) == "disparity":
         from .teacher import PSEUDO_LABEL_EPS, disparity_to_depth
 
@@ -408,8 +457,10 @@ def _versions() -> dict:
 
 def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: int | None = None,
                      batch_size: int = 1, max_images: int | None = None, progress: bool = True,
-                     desc: str | None = None) -> tuple[dict, list[dict]]:
-    """Score one dataset -> (summary, per-image rows). Bad files are warned about, skipped, counted."""
+                     desc: str | None = None, pipeline_kwargs: dict | None = None,
+                     seed: int = 0) -> tuple[dict, list[dict]]:
+    """Score one dataset -> (summary, per-image rows). Bad files are warned about, skipped, counted.
+    predictor, pipeline_kwargs, seed: see ``predict_raw``."""
     from tqdm.auto import tqdm
 
     spec = parse_dataset_spec(spec)
@@ -437,8 +488,9 @@ def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: 
                 bar.update(1)
         if not batch:
             continue
-        preds = batch_or_one_by_one(lambda ims: predict_raw(predictor, ims, processing_resolution, batch_size),
-                                    [it["image"] for _, it in batch])
+        preds = batch_or_one_by_one(
+            lambda ims: predict_raw(predictor, ims, processing_resolution, batch_size, pipeline_kwargs, seed),
+            [it["image"] for _, it in batch])
         for (i, item), pred in zip(batch, preds):
             bar.update(1)
             try:
@@ -470,10 +522,13 @@ def evaluate_dataset(predictor, spec: str | DatasetSpec, processing_resolution: 
 
 def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("embedded",), out_dir=None,
                    progress: bool = True, max_images: int | None = None, processing_resolution: int | None = None,
-                   batch_size: int = 1, label: str | None = None, model: str | None = None) -> dict:
+                   batch_size: int = 1, label: str | None = None, model: str | None = None,
+                   pipeline_kwargs: dict | None = None, seed: int = 0) -> dict:
     """Evaluate one predictor on every dataset; write per-image rows and tables when ``out_dir`` is set.
 
-    predictor: a FiffDepthPipeline or a callable (see the module docstring). dataset_specs:
+    predictor: a diffusers depth pipeline (``FiffDepthPipeline``, ``MarigoldDepthPipeline``, with
+    ``pipeline_kwargs`` for its call and ``seed`` for its noise) or a callable (see the module
+    docstring). dataset_specs:
     ``NAME:PATH[:OPTION]`` strings. processing_resolution: overrides every dataset's (None: the
     dataset protocol's for Table 1 sets, else the model's default). Returns the results.json dict:
     ``{"label", "model", "config", "versions", "datasets": {key: summary}}`` (key: ``dataset_keys``).
@@ -482,16 +537,17 @@ def evaluate_model(predictor, dataset_specs: Sequence[str | DatasetSpec] = ("emb
     keys = dataset_keys(specs)
     if label is None:
         label = "FiffDepth" if isinstance(predictor, FiffDepthPipeline) else describe_predictor(predictor)["kind"]
+    info = describe_predictor(predictor, pipeline_kwargs, seed)
     results = {
         "label": label, "model": model,
         "config": {"processing_resolution": processing_resolution, "batch_size": batch_size, "max_images": max_images,
-                   "predictor": describe_predictor(predictor)},
+                   "predictor": info},
         "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "datasets": {},
     }
     out_dir = None if out_dir is None else Path(out_dir)
     for spec, key in zip(specs, keys):
         summary, rows = evaluate_dataset(predictor, spec, processing_resolution, batch_size, max_images, progress,
-                                         desc=f"{label}: {key}")
+                                         desc=f"{label}: {key}", pipeline_kwargs=pipeline_kwargs, seed=seed)
         results["datasets"][key] = summary
         if out_dir is not None:
             write_text(out_dir / key / "per_image.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -639,11 +695,12 @@ def run(args: argparse.Namespace) -> int:
                     raise EvaluationError(f"{model}: no such directory (--mean-layout)")
                 predictor = mean_layout_predictor(model)
             else:
-                predictor = load_predictor(model, args.device, args.marigold_steps, args.marigold_ensemble)
+                predictor = load_predictor(model, args.device)
+            kwargs = marigold_call(args.marigold_steps, args.marigold_ensemble) if _is_marigold(predictor) else None
             target = out if len(jobs) == 1 else out / _slug(label)
             results.append(evaluate_model(predictor, specs, target, progress=not args.no_progress,
                                           max_images=args.max_images, processing_resolution=args.processing_resolution,
-                                          batch_size=args.batch_size, label=label, model=model))
+                                          batch_size=args.batch_size, label=label, model=model, pipeline_kwargs=kwargs))
     except (FiffDepthError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

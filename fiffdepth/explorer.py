@@ -54,8 +54,10 @@ def collect_predictions(out: str | os.PathLike, methods: Sequence[str], n_scenes
     for m in methods:
         if not ((L.runs / m).is_dir() or m == "teacher"):
             continue
-        predictor = stages.predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-        preds[stages.label_of(m)] = predict_depths(predictor, images, None)
+        predictor = stages.predictor_for(out, m, device)
+        preds[stages.label_of(m)] = predict_depths(predictor, images, None,
+                                                   pipeline_kwargs=stages.pipeline_kwargs_for(m, marigold_steps,
+                                                                                              marigold_ensemble))
     return [im.permute(1, 2, 0).numpy() for im in images], preds
 
 

@@ -358,10 +358,11 @@ def default_eval_datasets(out: str | os.PathLike = "outputs") -> list[str]:
     return [f"embedded:{L.eval}"] + ([f"embedded:{L.eval_real}"] if L.eval_real.is_dir() else [])
 
 
-def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50, marigold_ensemble: int = 10,
-                  device: str = "cpu"):
-    """A predictor for ``fiffdepth.evaluate.evaluate_model`` for a trained variant, the teacher or
-    ``"mean_layout"`` (``fiffdepth.baselines``: the mean normalised depth of OUT/data/synth)."""
+def predictor_for(out: str | os.PathLike, variant: str, device: str = "cpu"):
+    """A predictor for ``fiffdepth.evaluate.evaluate_model`` for a trained variant (a
+    ``FiffDepthPipeline``; the Marigold-style baseline: diffusers' ``MarigoldDepthPipeline``, its
+    steps and ensemble from ``pipeline_kwargs_for``), the teacher or ``"mean_layout"``
+    (``fiffdepth.baselines``: the mean normalised depth of OUT/data/synth)."""
     from . import evaluate as ev
 
     L = layout(out)
@@ -378,10 +379,18 @@ def predictor_for(out: str | os.PathLike, variant: str, marigold_steps: int = 50
     if variant == MARIGOLD:
         from .marigold import load_marigold
 
-        return ev.marigold_predictor(load_marigold(L.runs / MARIGOLD, device=device), marigold_steps, marigold_ensemble)
+        return load_marigold(L.runs / MARIGOLD, device=device)
     from .pipeline import FiffDepthPipeline
 
     return FiffDepthPipeline.from_pretrained(L.runs / variant, device=device)
+
+
+def pipeline_kwargs_for(variant: str, marigold_steps: int = 50, marigold_ensemble: int = 10) -> dict | None:
+    """The extra call arguments ``fiffdepth.evaluate`` passes to ``predictor_for(variant)``: the
+    Marigold baseline's DDIM steps and ensemble size; None for every other method."""
+    from .evaluate import marigold_call
+
+    return marigold_call(marigold_steps, marigold_ensemble) if variant == MARIGOLD else None
 
 
 def _weights_digest(out: str | os.PathLike, variant: str) -> str:
@@ -425,7 +434,8 @@ def label_of(variant: str) -> str:
 
 
 def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: str | os.PathLike,
-                           processing_resolution: int | None = None, max_images: int | None = 128) -> dict:
+                           processing_resolution: int | None = None, max_images: int | None = 128,
+                           pipeline_kwargs: dict | None = None) -> dict:
     """AbsRel / δ1 (×100) of a model's depth against the teacher's pseudo-labels on the real
     photos, after least-squares scale and shift in depth (Marigold's protocol, the pseudo-label
     standing in for ground truth). It measures how far a model follows the teacher's
@@ -447,7 +457,7 @@ def pseudo_label_agreement(predict, images_dir: str | os.PathLike, pseudo_dir: s
         import torch
 
         image = torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0
-        pred = predict_depths(predict, [image], processing_resolution)[0]
+        pred = predict_depths(predict, [image], processing_resolution, pipeline_kwargs=pipeline_kwargs)[0]
         mask = np.isfinite(label) & (label > 0)
         rows.append(compute_depth_metrics(pred, label, mask, float(label[mask].min()), float(label[mask].max())))
     out = aggregate(rows) if rows else {}
@@ -501,14 +511,14 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
         key = {"method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
                "max_images": max_images, "device": device,
                "marigold": [marigold_steps, marigold_ensemble] if m == MARIGOLD else None}
-        predictor = None
+        predictor, call = None, pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
         cached = _read_json(L.results / ".scores" / f"{m}.json")
         if cached and cached.get("key") == key:
             res = cached["results"]
         else:
-            predictor = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
+            predictor = predictor_for(out, m, device)
             res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m if name else None, progress=progress,
-                                    max_images=max_images, label=label, model=m)
+                                    max_images=max_images, label=label, model=m, pipeline_kwargs=call)
             cached = {"key": key, "results": res}
             write_json(L.results / ".scores" / f"{m}.json", cached)
         results.append(res)
@@ -524,8 +534,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
                 row.update(pseudo_abs_rel=np.nan, pseudo_delta1=np.nan)
             else:
                 if "pseudo" not in cached:
-                    predictor = predictor or predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128)
+                    predictor = predictor or predictor_for(out, m, device)
+                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128,
+                                                              pipeline_kwargs=call)
                     write_json(L.results / ".scores" / f"{m}.json", cached)
                 agree = cached["pseudo"]
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
@@ -684,9 +695,9 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     available = [m for m in main + list(variants) if _scorable(L, m)]
     preds_photo, preds_scene = {}, {}
     for m in available:
-        p = predictor_for(out, m, marigold_steps, marigold_ensemble, device)
-        preds_photo[m] = predict_depths(p, photos, None)
-        preds_scene[m] = predict_depths(p, scenes, None)
+        p, call = predictor_for(out, m, device), pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
+        preds_photo[m] = predict_depths(p, photos, None, pipeline_kwargs=call)
+        preds_scene[m] = predict_depths(p, scenes, None, pipeline_kwargs=call)
     hwc = lambda xs: [x.permute(1, 2, 0).numpy() for x in xs]  # noqa: E731
     cols = lambda preds, ms: {label_of(m): preds[m] for m in ms if m in preds}  # noqa: E731
     paths = [figs / "fig1_real_photos.png", figs / "fig5_heldout_scenes.png", figs / "fig6_boundaries.png",

@@ -1,5 +1,5 @@
 """`fiffdepth evaluate`: end to end on tiny benchmarks in each format, an oracle that proves the
-wiring (AbsRel 0, δ1 100, F1 1), baselines' adapters, bad files and spec errors."""
+wiring (AbsRel 0, δ1 100, F1 1), Marigold's and our pipeline scored as they are, bad files and spec errors."""
 
 import json
 import shutil
@@ -181,18 +181,37 @@ def test_bad_file_is_skipped_and_two_models_share_the_table(model_dir, bench, tm
     assert ev.results_table(both) == md
 
 
-def test_marigold_adapter(tiny_model, bench):
-    from fiffdepth.marigold import marigold_pipeline, widen_unet
+def test_one_evaluation_function_scores_marigold_and_fiffdepth_pipelines_as_they_are(tiny_model, model_dir, bench):
+    """No adapter: diffusers' MarigoldDepthPipeline (tiny random components, no download) and our
+    pipeline go into the same functions, which read `.prediction` (Marigold's (N, H, W, 1))."""
+    from diffusers import MarigoldDepthPipeline
 
-    pipe = marigold_pipeline(widen_unet(tiny_model.unet).eval(), tiny_model, inference_steps=2)
-    pipe.set_progress_bar_config(disable=True)
-    predictor = ev.marigold_predictor(pipe, num_inference_steps=2, ensemble_size=1)
-    image = ev.open_dataset(f"embedded:{bench['embedded']}")[0]["image"]
-    a, b = ev.predict_raw(predictor, [image], 64), ev.predict_raw(predictor, [image], 64)
-    assert a[0].shape == (64, 64) and np.isfinite(a[0]).all() and 0 <= a[0].min() and a[0].max() <= 1
-    np.testing.assert_array_equal(a[0], b[0])  # seeded per image
-    res = ev.evaluate_model(predictor, _specs(bench, ("embedded",)), max_images=1, progress=False)
-    assert res["datasets"]["embedded"]["n_images"] == 1 and res["config"]["predictor"]["kind"] == "marigold"
+    from fiffdepth.marigold import marigold_pipeline, widen_unet
+    from fiffdepth.pipeline import FiffDepthPipeline
+
+    torch.manual_seed(0)
+    marigold = marigold_pipeline(widen_unet(tiny_model.unet).eval(), tiny_model, inference_steps=2)
+    marigold.set_progress_bar_config(disable=True)
+    ours = FiffDepthPipeline.from_pretrained(model_dir)
+    assert isinstance(marigold, MarigoldDepthPipeline) and not isinstance(marigold, FiffDepthPipeline)
+    dataset = ev.open_dataset(f"embedded:{bench['embedded']}")
+    images = [dataset[i]["image"] for i in range(2)] + [torch.rand(3, 40, 56)]  # two sizes: two calls
+    call = ev.marigold_call(steps=2, ensemble=2)
+    for pipe, kwargs in ((marigold, call), (ours, None)):
+        a = ev.predict_raw(pipe, images, 64, pipeline_kwargs=kwargs)
+        assert [m.shape for m in a] == [(64, 64), (64, 64), (40, 56)]
+        assert all(np.isfinite(m).all() and 0 <= m.min() and m.max() <= 1 for m in a)
+        alone = ev.predict_raw(pipe, images[1:2], 64, pipeline_kwargs=kwargs)[0]
+        np.testing.assert_array_equal(a[1], alone)  # seeded per image: the neighbours do not matter
+        res = ev.evaluate_model(pipe, _specs(bench, ("embedded", "da2k")), max_images=2, progress=False,
+                                batch_size=2, pipeline_kwargs=kwargs)
+        assert {d: r["n_images"] for d, r in res["datasets"].items()} == {"embedded": 2, "da2k": 2}
+        assert np.isfinite(res["datasets"]["embedded"]["metrics"]["abs_rel"])
+    direct = ours(images[:2], processing_resolution=64).prediction  # what evaluation read: .prediction
+    np.testing.assert_array_equal(ev.predict_raw(ours, images[:2], 64), list(direct[..., 0]))
+    info = ev.describe_predictor(marigold, call)
+    assert info["kind"] == "marigold" and info["num_inference_steps"] == 2 and info["seed"] == 0
+    assert ev.describe_predictor(ours)["kind"] == "fiffdepth" and "seed" not in ev.describe_predictor(ours)
 
 
 def test_dataset_spec_errors(tmp_path, capsys, bench, monkeypatch):
