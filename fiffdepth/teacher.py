@@ -45,7 +45,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
 from .atomic import atomic_write
-from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb
+from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb, to_uint8
 from .data.real import pseudo_label_path
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 from .schedules import one_cycle
@@ -100,19 +100,13 @@ def disparity_to_depth(disp: np.ndarray | torch.Tensor, eps: float = PSEUDO_LABE
 
 
 def _to_rgb_uint8(image) -> np.ndarray:
-    """PIL image, (H, W[, 1|3|4]) array (uint8, or float in [0, 1]) or (3, H, W) tensor -> uint8 (H, W, 3)."""
-    if isinstance(image, Image.Image):
-        return np.array(image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA") else image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().float().permute(1, 2, 0).numpy() if image.ndim == 3 else image.detach().cpu().numpy()
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W), (H, W, 1|3|4) image or a (3, H, W) tensor, got shape {a.shape}")
-    return np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3])
+    """PIL image, (H, W[, 1|3|4]) array or (3, H, W) tensor -> uint8 (H, W, 3), through the
+    pipeline's input conversion (``fiffdepth.pipeline.image_to_tensor``: the package's one image
+    reading for PIL images, EXIF orientation included; integers scaled by their dtype's range,
+    float in [0, 1]), so the teacher and FiffDepth see the same pixels."""
+    from .pipeline import image_to_tensor
+
+    return to_uint8(image_to_tensor(image).permute(1, 2, 0).numpy())
 
 
 def default_processor(size: int = 518, patch_size: int = 14):
