@@ -206,7 +206,8 @@ scenes = SyntheticDepthDataset(L.eval)
 images = [scenes[i]["image"] for i in range(n_show)] + [read_rgb(f) for f in list_files(L.real)[::24][:n_show]]
 out = pipe(images, return_extended=True)
 shown = [im.permute(1, 2, 0).numpy() if hasattr(im, "permute") else im for im in images]
-plots.comparison_grid(shown, {"d0 (Eq. 1)": list(out.depth), "d₋₁ (Eq. 4)": list(out.depth_extended)},
+plots.comparison_grid(shown, {"d0 (Eq. 1)": [p[..., 0] for p in out.prediction],  # Marigold's (H, W, 1) per image
+                             "d₋₁ (Eq. 4)": [p[..., 0] for p in out.prediction_extended]},
                       out=f"{figures_dir}/d0_vs_dminus1.png")
 plt.show()'''),
 ]
