@@ -134,8 +134,8 @@ def test_final_run_dir_loads_in_pipeline(train_data, tmp_path):
     train(get_config("tiny", _overrides(train_data, out, **{"train.iterations": 1})), progress=False,
           cache_root=tmp_path / "cache")
     pipe = FiffDepthPipeline.from_pretrained(out)
-    depth = pipe(torch.rand(3, 40, 40)).depth
-    assert depth.shape == (1, 40, 40)
+    depth = pipe(torch.rand(3, 40, 40)).prediction
+    assert depth.shape == (1, 40, 40, 1)
     assert (out / "config.yaml").is_file() and (out / "losses.jsonl").is_file()
 
 
