@@ -79,10 +79,11 @@ def _real_dataset(entry: str):
     return TarShards(entry)
 
 
-def make_accelerator(tc, **kwargs):
-    """The run's ``Accelerator``.
+def make_accelerator(mixed_precision: str = "no", grad_accumulation: int = 1, **kwargs):
+    """The ``Accelerator`` of a training loop (this trainer's and the small ones: the Marigold
+    baseline, decoder distillation, the priors' pretraining).
 
-    - Precision: the config's ``mixed_precision``, unless ``accelerate launch`` chose one
+    - Precision: ``mixed_precision`` (the config's), unless ``accelerate launch`` chose one
       (``--mixed_precision`` or its config file set ``ACCELERATE_MIXED_PRECISION``): the launcher wins.
     - Device: ``cpu=True`` only on a machine with no CUDA, MPS or XPU device; accelerate then runs
       launched processes as MULTI_CPU over gloo.
@@ -93,7 +94,7 @@ def make_accelerator(tc, **kwargs):
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState, GradientState
 
-    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else tc.mixed_precision
+    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else mixed_precision
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
         GradientState._reset_state()
@@ -101,7 +102,18 @@ def make_accelerator(tc, **kwargs):
     has_device = (torch.cuda.is_available() or torch.backends.mps.is_available()
                   or bool(xpu is not None and xpu.is_available()))
     return Accelerator(cpu=not has_device, mixed_precision=precision,
-                       gradient_accumulation_steps=tc.grad_accumulation, **kwargs)
+                       gradient_accumulation_steps=grad_accumulation, **kwargs)
+
+
+def one_process_accelerator(loop: str, mixed_precision: str = "no"):
+    """``make_accelerator`` for the small training loops (``loop`` names one in errors): they take
+    accelerate's device and precision, but every process would draw the same batches, so they
+    run in one process."""
+    accelerator = make_accelerator(mixed_precision)
+    if accelerator.num_processes > 1:
+        raise FiffDepthError(f"{loop} runs in one process ({accelerator.num_processes} were launched): run it "
+                             "without `accelerate launch --num_processes N` / torchrun")
+    return accelerator
 
 
 def _dataset_files(ds) -> list:
@@ -379,7 +391,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     tc = cfg.train
     out = Path(tc.output_dir)
     trackers = ["tensorboard"] if _has_tensorboard() else None
-    accelerator = make_accelerator(tc, log_with=trackers, project_dir=str(out / "logs"))
+    accelerator = make_accelerator(tc.mixed_precision, tc.grad_accumulation, log_with=trackers,
+                                   project_dir=str(out / "logs"))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root, chash = out / "checkpoints", config_hash(cfg)

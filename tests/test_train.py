@@ -382,13 +382,11 @@ def test_no_teacher_batch_is_the_presets_batch_size(preset):
 def test_accelerator_follows_config_then_launcher_and_allows_a_second_precision(monkeypatch):
     """Two runs in one process (a notebook: tiny, then paper) may differ in precision, and
     ``accelerate launch --mixed_precision`` (ACCELERATE_MIXED_PRECISION) overrides the config."""
-    from types import SimpleNamespace
-
     from fiffdepth.train import make_accelerator
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    assert make_accelerator(SimpleNamespace(mixed_precision="no", grad_accumulation=1)).mixed_precision == "no"
-    assert make_accelerator(SimpleNamespace(mixed_precision="bf16", grad_accumulation=2)).mixed_precision == "bf16"
+    assert make_accelerator("no", 1).mixed_precision == "no"
+    assert make_accelerator("bf16", 2).mixed_precision == "bf16"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-    acc = make_accelerator(SimpleNamespace(mixed_precision="bf16", grad_accumulation=1))
+    acc = make_accelerator("bf16", 1)
     assert acc.mixed_precision == "no" and acc.gradient_accumulation_steps == 1
