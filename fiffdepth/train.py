@@ -9,9 +9,13 @@ of (seed, micro-step, rank), so a resumed run replays exactly what an uninterrup
     accelerate launch --num_processes 8 -m fiffdepth.cli train --preset paper --set data.synthetic=...
     torchrun --nproc_per_node 2 -m fiffdepth.cli train --preset tiny      # CPU, gloo
 
+Precision and device are accelerate's: ``train.mixed_precision`` is the default that
+``accelerate launch --mixed_precision`` (or ``accelerate config``) overrides; the run records
+the one it used in ``summary.json``.
+
 Run directory: the final model in the diffusers layout (loadable by
 ``FiffDepthPipeline.from_pretrained(run_dir)``), ``checkpoints/checkpoint-NNNNNN/``,
-``losses.jsonl``, ``config.yaml``, TensorBoard logs under ``logs/``.
+``losses.jsonl``, ``config.yaml``, ``summary.json``, tracker logs under ``logs/`` (``train.report_to``).
 """
 
 from __future__ import annotations
@@ -114,6 +118,27 @@ def one_process_accelerator(loop: str, mixed_precision: str = "no"):
         raise FiffDepthError(f"{loop} runs in one process ({accelerator.num_processes} were launched): run it "
                              "without `accelerate launch --num_processes N` / torchrun")
     return accelerator
+
+
+REPORT_TO = ("auto", "tensorboard", "wandb", "none")
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """``train.report_to`` as accelerate's ``log_with``: "auto" is TensorBoard where it is
+    installed and no tracker otherwise; a named tracker must be installed."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    if report_to not in REPORT_TO:
+        raise ConfigError(f"train.report_to={report_to!r}: choose one of {', '.join(REPORT_TO)}")
+    installed = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    if report_to == "auto":
+        return ["tensorboard"] if installed["tensorboard"] else None
+    if report_to == "none":
+        return None
+    if not installed[report_to]:
+        raise ConfigError(f"train.report_to={report_to!r}: {report_to} is not installed "
+                          f"(pip install {report_to}, or --set train.report_to=none)")
+    return [report_to]
 
 
 def _dataset_files(ds) -> list:
@@ -317,7 +342,7 @@ def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
 # Settings that say where a run goes and how long or how often it logs, not what it learns:
 # a checkpoint made under other values of these still belongs to the run.
 RUN_SETTINGS = ("train.output_dir", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-                "train.log_every", "train.eval_every", "data.num_workers")
+                "train.log_every", "train.eval_every", "train.report_to", "data.num_workers")
 
 
 def config_hash(cfg: FiffDepthConfig) -> str:
@@ -390,8 +415,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
 
     tc = cfg.train
     out = Path(tc.output_dir)
-    trackers = ["tensorboard"] if _has_tensorboard() else None
-    accelerator = make_accelerator(tc.mixed_precision, tc.grad_accumulation, log_with=trackers,
+    log_with = trackers(tc.report_to)
+    accelerator = make_accelerator(tc.mixed_precision, tc.grad_accumulation, log_with=log_with,
                                    project_dir=str(out / "logs"))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -444,7 +469,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
         _truncate_log(log_path, step)
-        if trackers:
+        if log_with:
             accelerator.init_trackers("fiffdepth", config=_flat(cfg.to_dict()))
 
     if held is not None and step == 0 and accelerator.is_main_process:
@@ -489,7 +514,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                 _append_log(log_path, last)
                 if on_log is not None:
                     on_log(dict(last))
-                if trackers:
+                if log_with:
                     accelerator.log({f"loss/{k}" if k in LOSS_TERMS or k == "loss" else k: v
                                      for k, v in last.items() if k != "step"}, step=step)
             bar.update(1)
@@ -515,6 +540,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     digests = gather_object([weights_digest(final.unet)])
     summary = {"steps": step, "seconds": elapsed, "it_per_s": steps_done / elapsed if elapsed > 0 else None,
                "final": last, "output_dir": str(out), "world_size": world, "device": str(accelerator.device),
+               "mixed_precision": accelerator.mixed_precision, "report_to": log_with or [],
                "rank_weight_digests": digests}
     if accelerator.is_main_process:
         final.unet.eval()
@@ -659,15 +685,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = str(v)
     return out
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------

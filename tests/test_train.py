@@ -390,3 +390,45 @@ def test_accelerator_follows_config_then_launcher_and_allows_a_second_precision(
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     acc = make_accelerator("bf16", 1)
     assert acc.mixed_precision == "no" and acc.gradient_accumulation_steps == 1
+
+
+# -- accelerate's own parts: trackers, the launcher's precision (issue 16) ---------------------------------
+
+
+def test_report_to_picks_the_tracker_and_refuses_unknown_ones(train_data, tmp_path):
+    from accelerate.utils import is_wandb_available
+
+    from fiffdepth.config import ConfigError
+    from fiffdepth.train import trackers
+
+    assert trackers("none") is None and trackers("tensorboard") == ["tensorboard"]
+    assert trackers("auto") == ["tensorboard"]  # installed here (a core dependency)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="train.report_to='mlflow': choose one of auto, tensorboard, wandb, none"):
+        train(get_config("tiny", _overrides(train_data, out, **{"train.report_to": "mlflow"})), progress=False)
+    if not is_wandb_available():
+        with pytest.raises(ConfigError, match="wandb is not installed"):
+            trackers("wandb")
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_accelerate_launch_mixed_precision_no_wins_over_the_config(train_data, tmp_path):
+    """Issue 16: ``accelerate launch --mixed_precision no`` is honoured over ``train.mixed_precision=bf16``."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env.update(OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")  # no user accelerate config
+    if subprocess.run([*launcher, "--help"], capture_output=True, env=env).returncode != 0:
+        pytest.skip("the accelerate launcher is not available")
+    out = tmp_path / "run"
+    o = _overrides(train_data, out, **{"train.iterations": 1, "train.mixed_precision": "bf16",
+                                       "train.report_to": "none"})
+    cmd = [*launcher, "--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no",
+           "--mixed_precision", "no", "-m", "fiffdepth.cli", "train", "--preset", "tiny", "--no-progress",
+           "--cache-dir", str(tmp_path.parent / "shared-cache"), *_cli(o)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert get_config("tiny", o).train.mixed_precision == "bf16"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixed_precision"] == "no" and summary["steps"] == 1
+    assert summary["report_to"] == [] and not (out / "logs").exists()
