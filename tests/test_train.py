@@ -74,7 +74,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(train_data, tmp_path):
 @pytest.mark.slow
 def test_two_processes_end_with_identical_weights(train_data, tmp_path):
     out = tmp_path / "ddp"
-    o = _overrides(train_data, out, **{"train.iterations": 3, "train.checkpoint_every": 100})
+    o = _overrides(train_data, out, **{"train.iterations": 3, "train.checkpoint_every": 2})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
            "-m", "fiffdepth.cli", "train", "--preset", "tiny", "--no-progress", "--cache-dir",
            str(tmp_path / "cache"), *_cli(o)]
@@ -86,6 +86,10 @@ def test_two_processes_end_with_identical_weights(train_data, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
     # and training moved the weights away from the initialisation
     assert summary["final"]["loss"] > 0
+    # every rank saved its part of the checkpoint (save_state: each rank's RNG states)
+    ckpt = out / "checkpoints" / "checkpoint-000002"
+    assert verify_checkpoint(ckpt) is None
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
 
 
 def test_corrupt_or_half_written_checkpoint_falls_back(train_data, tmp_path):
@@ -392,7 +396,59 @@ def test_accelerator_follows_config_then_launcher_and_allows_a_second_precision(
     assert acc.mixed_precision == "no" and acc.gradient_accumulation_steps == 1
 
 
-# -- accelerate's own parts: trackers, the launcher's precision (issue 16) ---------------------------------
+# -- accelerate's own parts: save_state/load_state, EMA, trackers, the launcher's precision (issue 16) ------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_with_ema_is_bit_exact(train_data, tmp_path):
+    """A run stopped after its step-2 checkpoint and resumed ends with the same bytes as an
+    uninterrupted one: trained weights, EMA weights (what is saved) and every logged loss."""
+    cache = tmp_path.parent / "shared-cache"
+    base = {"train.iterations": 4, "train.checkpoint_every": 2, "train.ema": True, "train.ema_decay": 0.5}
+    full = train(get_config("tiny", _overrides(train_data, tmp_path / "full", **base)), progress=False,
+                 cache_root=cache)
+
+    def stop_at_3(record):
+        if record["step"] == 3:
+            raise _Interrupt
+
+    cfg = get_config("tiny", _overrides(train_data, tmp_path / "resumed", **base))
+    with pytest.raises(_Interrupt):
+        train(cfg, progress=False, cache_root=cache, on_log=stop_at_3)
+    ckpt = tmp_path / "resumed" / "checkpoints" / "checkpoint-000002"
+    assert verify_checkpoint(ckpt) is None
+    # accelerate's save_state: optimiser, RNG states, registered objects (counters, LR schedule, EMA)
+    assert {"optimizer.bin", "random_states_0.pkl", "custom_checkpoint_2.pkl", "trainer_state.json",
+            "unet"} <= {p.name for p in ckpt.iterdir()}
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
+    resumed = train(cfg, resume="latest", progress=False, cache_root=cache)
+
+    assert resumed["trained_weight_digest"] == full["trained_weight_digest"]
+    assert resumed["rank_weight_digests"] == full["rank_weight_digests"]
+    assert full["trained_weight_digest"] != full["rank_weight_digests"][0]  # the EMA is not the trained weights
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "resumed" / weights).read_bytes() == (tmp_path / "full" / weights).read_bytes()
+    a, b = read_log(tmp_path / "full" / "losses.jsonl"), read_log(tmp_path / "resumed" / "losses.jsonl")
+    assert [r["step"] for r in b] == [0, 1, 2, 3, 4]
+    assert a == b
+
+
+def test_checkpoint_of_the_earlier_format_is_refused_or_overwritten(tmp_path):
+    from fiffdepth.atomic import write_manifest
+    from fiffdepth.train import check_run_directory
+
+    old = tmp_path / "checkpoints" / "checkpoint-000002"  # optimizer.pt, rng_state.json: no save_state
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text(json.dumps({"step": 2, "config_hash": "abc"}))
+    (old / "optimizer.pt").write_bytes(b"")
+    write_manifest(old, {"step": 2})
+    with pytest.raises(ResumeError, match="earlier fiffdepth's checkpoint format"):
+        check_run_directory(old.parent, "latest", "abc")
+    with pytest.warns(UserWarning, match="starting over"):
+        assert check_run_directory(old.parent, "latest", "abc", overwrite=True) is None
 
 
 def test_report_to_picks_the_tracker_and_refuses_unknown_ones(train_data, tmp_path):
