@@ -344,7 +344,9 @@ def save_checkpoint(accelerator, ckpt_root: Path, state: TrainerState, keep: int
     """checkpoint-<step>: ``accelerator.save_state`` on every rank (FSDP and DeepSpeed shard the
     optimiser state; each rank's RNG state is its own) into a staging folder, then
     ``trainer_state.json`` and the sha256 manifest, written last, then a rename: a kill leaves
-    either the whole checkpoint or a ``.tmp-`` folder that is never resumed. Keeps the last ``keep``."""
+    either the whole checkpoint or a ``.tmp-`` folder that is never resumed. Keeps the last ``keep``.
+    (Not ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: that writes in
+    place under the final name, so a kill could leave half a checkpoint there.)"""
     final = ckpt_root / f"{CKPT_PREFIX}{state.step:06d}"
     tmp = ckpt_root / f".tmp-{state.step:06d}"
     if accelerator.is_main_process:
