@@ -108,6 +108,8 @@ class TrainConfig:
     heldout: int = 0  # synthetic samples kept out of training for the held-out d0 loss
     seed: int = 0
     output_dir: str = "runs/fiffdepth-paper"
+    # accelerate's tracker: "tensorboard", "wandb", "none", or "auto" (TensorBoard where installed)
+    report_to: str = "auto"
 
 
 @dataclass

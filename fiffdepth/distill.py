@@ -188,11 +188,13 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, out_dir: str | 
     """Train a student decoder for the model in ``model_dir``; save it; return a summary.
 
     out_dir: default ``<model_dir>/depth_decoder``. resolution: default the model's processing
-    resolution. eval_dir: embedded evaluation scenes for ``compare_decoders`` (optional).
+    resolution. eval_dir: embedded evaluation scenes for ``compare_decoders`` (optional). The
+    student trains on accelerate's device, in fp32 unless ``accelerate launch`` sets a precision.
     """
     from tqdm.auto import tqdm
 
     from .model import FiffDepthModel
+    from .train import one_process_accelerator
 
     model = FiffDepthModel.from_pretrained(model_dir).eval()
     res = int(resolution or model.processing_resolution)
@@ -208,27 +210,32 @@ def distill_decoder(model_dir: str | Path, data_dir: str | Path, out_dir: str | 
     params = [p for p in decoder.decoder.parameters()]
     opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     sched = one_cycle(opt, learning_rate, steps)
+    accelerator = one_process_accelerator("decoder distillation")
+    decoder, opt = accelerator.prepare(decoder, opt)
+    dev = accelerator.device
     g = torch.Generator().manual_seed(seed)
     losses = []
     t0 = time.time()
     bar = tqdm(range(steps), desc="distill decoder", disable=not progress)
     for _ in bar:
         idx = torch.randint(0, len(train_lat), (min(batch_size, len(train_lat)),), generator=g)
-        loss = F.l1_loss(tiny_depth(decoder, train_lat[idx]), train_tgt[idx])
+        with accelerator.autocast():  # decode is not forward: prepare's autocast would miss it
+            loss = F.l1_loss(tiny_depth(decoder, train_lat[idx].to(dev)), train_tgt[idx].to(dev))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         opt.step()
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(l1=f"{np.mean(losses[-20:]):.4f}")
     train_seconds = time.time() - t0
-    decoder.eval()
+    decoder = accelerator.unwrap_model(decoder, keep_fp32_wrapper=False).to("cpu").eval()
     with torch.no_grad():
         held_l1 = float(F.l1_loss(tiny_depth(decoder, held_lat).clamp(-1, 1), held_tgt))
     summary = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "resolution": res,
                "pairs": len(latents), "heldout_pairs": n_held,
                "final_l1": float(np.mean(losses[-20:])) if losses else None,
                "heldout_l1": held_l1, "target_seconds": target_seconds, "train_seconds": train_seconds,
+               "device": str(dev), "mixed_precision": accelerator.mixed_precision,
                "model": str(model_dir), "data": str(data_dir), "config": tiny_decoder_config(model.vae)}
     if eval_dir is not None:
         summary["eval"] = compare_decoders(model, decoder, eval_dir)

@@ -94,8 +94,12 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
     to [-1, 1], replicated to 3 channels, as the depth codec will feed them), as random
     ``crop``-pixel windows. Afterwards the latent scaling factor is set so the image latents
     have unit standard deviation. Returns a log dict (final losses, seconds, scaling factor).
+    Trains on accelerate's device (fp32 unless ``accelerate launch`` sets a precision); ``vae``
+    is left on the device it came on. Batches are drawn on the CPU, the same on every device.
     """
     from tqdm.auto import tqdm
+
+    from .train import one_process_accelerator
 
     g = torch.Generator().manual_seed(seed)
     depth_x = None
@@ -106,6 +110,9 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
         raise ValueError("train_vae needs images or depth maps")
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = one_cycle(opt, lr, steps)
+    home = vae.device
+    accelerator = one_process_accelerator("VAE pretraining")
+    vae, opt = accelerator.prepare(vae, opt)
     vae.train()
     t0 = time.time()
     bar = tqdm(range(steps), desc="pretrain VAE", disable=not progress)
@@ -119,14 +126,15 @@ def train_vae(vae: AutoencoderKL, images: torch.Tensor, depths: torch.Tensor | N
             parts.append(depth_x[torch.randint(len(depth_x), (batch_size - len(torch.cat(parts)) if parts else batch_size,), generator=g)])
         x = _random_crop(torch.cat(parts), crop, g)
         x = torch.where(torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5, x, x.flip(-1))
-        loss, stats = vae_loss(vae, x, kl_weight)
+        with accelerator.autocast():  # encode/decode are not forward: prepare's autocast would miss them
+            loss, stats = vae_loss(vae, x.to(accelerator.device), kl_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
         bar.set_postfix(rec=f"{stats['rec'].item():.4f}")
-    vae.eval()
+    vae = accelerator.unwrap_model(vae, keep_fp32_wrapper=False).to(home).eval()
     with torch.no_grad():
         ref = image_x if image_x is not None else depth_x
         lat = vae.encode(ref[: min(len(ref), 64)]).latent_dist.mean
@@ -145,15 +153,23 @@ def train_latent_diffusion(unet: UNet2DConditionModel, latents: torch.Tensor, em
 
     The standard objective ‖v − ε̂θ(x_t, t)‖² with t uniform over all T steps (0..T−1), as SD
     was trained; the feed-forward steps t = 0 and −1 only acquire their FiffDepth meaning later.
-    Trained on random ``crop``×``crop`` latent windows (full frames when ``crop`` is None).
+    Trained on random ``crop``×``crop`` latent windows (full frames when ``crop`` is None), on
+    accelerate's device (fp32 unless ``accelerate launch`` sets a precision); ``unet`` is left on
+    the device it came on. Batches and noise are drawn on the CPU, the same on every device.
     """
     from tqdm.auto import tqdm
+
+    from .train import one_process_accelerator
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
     sched = one_cycle(opt, lr, steps)
     acp = scheduler.alphas_cumprod
     T = len(acp)
+    home = unet.device
+    accelerator = one_process_accelerator("UNet pretraining")
+    unet, opt = accelerator.prepare(unet, opt)
+    dev = accelerator.device
     unet.train()
     t0 = time.time()
     ema = None
@@ -163,18 +179,20 @@ def train_latent_diffusion(unet: UNet2DConditionModel, latents: torch.Tensor, em
         x0 = torch.where(torch.rand(batch_size, 1, 1, 1, generator=g) < 0.5, x0, x0.flip(-1))
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, T, (batch_size,), generator=g)
+        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         xt = scheduler.add_noise(x0, noise, t)
         target = scheduler.get_velocity(x0, noise, t)
-        cond = empty_embedding.expand(batch_size, -1, -1)
-        loss = F.mse_loss(unet(xt, t, encoder_hidden_states=cond).sample, target)
+        cond = empty_embedding.to(dev).expand(batch_size, -1, -1)
+        with accelerator.autocast():
+            loss = F.mse_loss(unet(xt, t, encoder_hidden_states=cond).sample.float(), target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         sched.step()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema:.4f}")
-    unet.eval()
+    unet = accelerator.unwrap_model(unet, keep_fp32_wrapper=False).to(home).eval()
     return {"loss": ema, "seconds": time.time() - t0}
 
 

@@ -43,8 +43,8 @@ def marigold_loss(unet, scheduler, x0: torch.Tensor, d: torch.Tensor, empty: tor
                   generator: torch.Generator) -> torch.Tensor:
     """‖v − ε̂θ([x0, d_t], t)‖² with t uniform over 0..T−1 (DDPM, v-prediction)."""
     b = len(x0)
-    t = torch.randint(0, len(scheduler.alphas_cumprod), (b,), generator=generator)
-    noise = torch.randn(d.shape, generator=generator)
+    t = torch.randint(0, len(scheduler.alphas_cumprod), (b,), generator=generator).to(x0.device)
+    noise = torch.randn(d.shape, generator=generator).to(d.device)  # drawn on the CPU: the same on every device
     dt = scheduler.add_noise(d, noise, t)
     target = scheduler.get_velocity(d, noise, t)
     pred = unet(torch.cat([x0, dt], 1), t, encoder_hidden_states=empty.expand(b, -1, -1)).sample
@@ -56,15 +56,17 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     """Fine-tune the 8-channel UNet on the config's synthetic latents; save a MarigoldDepthPipeline.
 
     Uses the same data, batch size (synthetic half only doubled, as Marigold has no real term),
-    learning rate, warm-up and number of steps as ``fiffdepth.train.train``.
+    learning rate, warm-up and number of steps as ``fiffdepth.train.train``, and its
+    ``Accelerator`` (device and precision: ``accelerate launch``'s, else ``train.mixed_precision``).
     """
     from diffusers.optimization import get_scheduler
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from .train import _load_model, build_caches, heldout_split, stream_indices
+    from .train import _load_model, build_caches, heldout_split, one_process_accelerator, stream_indices
 
     tc = cfg.train
+    accelerator = one_process_accelerator("the Marigold baseline", tc.mixed_precision)
     steps = tc.iterations if steps is None else steps
     out = Path(out_dir)
     torch.manual_seed(tc.seed)
@@ -78,6 +80,8 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     empty = model.empty_text_embedding.detach()
     opt = torch.optim.AdamW(unet.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
     lr_sched = get_scheduler(tc.lr_schedule, opt, num_warmup_steps=tc.lr_warmup_steps, num_training_steps=steps)
+    unet, opt = accelerator.prepare(unet, opt)
+    dev = accelerator.device
     g = torch.Generator().manual_seed(tc.seed)
     losses = []
     t0 = time.time()
@@ -85,22 +89,23 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     for step in bar:
         idx = stream_indices(n_train, step * tc.batch_size, tc.batch_size, tc.seed, 0)
         x0, d, _ = syn.tensors(idx)  # mirror images and crops are cached versions (data.augmentations)
-        loss = marigold_loss(unet, scheduler, x0, d, empty, g)
+        loss = marigold_loss(unet, scheduler, x0.to(dev), d.to(dev), empty.to(dev), g)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        accelerator.backward(loss)
         if tc.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), tc.max_grad_norm)
+            accelerator.clip_grad_norm_(unet.parameters(), tc.max_grad_norm)
         opt.step()
         lr_sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     seconds = time.time() - t0
-    unet.eval()
+    unet = accelerator.unwrap_model(unet, keep_fp32_wrapper=False).to("cpu").eval()
     pipe = marigold_pipeline(unet, model, inference_steps)
     pipe.save_pretrained(out, safe_serialization=True)
     save_file({"empty_text_embedding": empty.clone().contiguous()}, str(out / "empty_text_embedding.safetensors"))
     summary = {"steps": steps, "seconds": seconds, "it_per_s": steps / max(seconds, 1e-9),
-               "final_loss": float(np.mean(losses[-20:])) if losses else None, "output_dir": str(out)}
+               "final_loss": float(np.mean(losses[-20:])) if losses else None, "output_dir": str(out),
+               "device": str(dev), "mixed_precision": accelerator.mixed_precision}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     with open(out / "losses.jsonl", "w") as f:
         for i, v in enumerate(losses, 1):

@@ -428,8 +428,12 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
     Depth Anything's recipe at toy scale: random init (no DINOv2 weights offline), AdamW with
     one-cycle LR, random horizontal flips, ``teacher_loss`` (SSI + gradient matching on
     disparity). Writes ``train_log.json`` (losses, seconds, steps/s) next to the weights.
+    Trains on accelerate's device (fp32 unless ``accelerate launch`` sets a precision); batches
+    are drawn on the CPU, the same on every device.
     """
     from tqdm.auto import tqdm
+
+    from .train import one_process_accelerator
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -444,6 +448,10 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = one_cycle(opt, lr, steps)
+    accelerator = one_process_accelerator("teacher pretraining")
+    model, opt = accelerator.prepare(model, opt)
+    dev = accelerator.device
+    mean, std = mean.to(dev), std.to(dev)
     log = {"loss": [], "ssi": [], "gm": []}
     t0 = time.time()
     bar = tqdm(range(steps), desc="pretrain teacher", disable=not progress)
@@ -453,11 +461,13 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
         flip = torch.rand(batch_size, generator=g) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         d, m = torch.where(flip[:, None, None], d.flip(-1), d), torch.where(flip[:, None, None], m.flip(-1), m)
-        pred = model(pixel_values=(x - mean) / std).predicted_depth
-        loss, ssi, gm = teacher_loss(pred, d, m, gm_weight)
+        x, d, m = x.to(dev), d.to(dev), m.to(dev)
+        with accelerator.autocast():
+            pred = model(pixel_values=(x - mean) / std).predicted_depth
+        loss, ssi, gm = teacher_loss(pred.float(), d, m, gm_weight)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         for k, v in (("loss", loss), ("ssi", ssi), ("gm", gm)):
@@ -466,6 +476,7 @@ def train_tiny_teacher(data_dir, out_dir, steps: int = 1500, resolution: int = 9
     seconds = time.time() - t0
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False).to("cpu")
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
     log.update(steps=steps, batch_size=batch_size, resolution=resolution, seconds=round(seconds, 1),

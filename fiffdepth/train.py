@@ -9,9 +9,16 @@ of (seed, micro-step, rank), so a resumed run replays exactly what an uninterrup
     accelerate launch --num_processes 8 -m fiffdepth.cli train --preset paper --set data.synthetic=...
     torchrun --nproc_per_node 2 -m fiffdepth.cli train --preset tiny      # CPU, gloo
 
+Precision and device are accelerate's: ``train.mixed_precision`` is the default that
+``accelerate launch --mixed_precision`` (or ``accelerate config``) overrides; the run records
+the one it used in ``summary.json``.
+
 Run directory: the final model in the diffusers layout (loadable by
-``FiffDepthPipeline.from_pretrained(run_dir)``), ``checkpoints/checkpoint-NNNNNN/``,
-``losses.jsonl``, ``config.yaml``, TensorBoard logs under ``logs/``.
+``FiffDepthPipeline.from_pretrained(run_dir)``), ``losses.jsonl``, ``config.yaml``,
+``summary.json``, tracker logs under ``logs/`` (``train.report_to``), and
+``checkpoints/checkpoint-NNNNNN/``: ``accelerator.save_state`` (optimiser, LR schedule, each
+rank's RNG states, the trainer's counters, the EMA weights when kept; the UNet in ``unet/``)
+plus ``trainer_state.json`` and a sha256 ``manifest.json`` written last.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import os
 import shutil
 import time
 import warnings
-from pathlib import Path, PurePosixPath
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .atomic import staged_dir, verify_manifest, write_manifest, write_text
+from .atomic import replace_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
 from .config import ConfigError, FiffDepthConfig, add_config_arguments, config_from_args
 from .data.base import usable_items
@@ -79,10 +87,11 @@ def _real_dataset(entry: str):
     return TarShards(entry)
 
 
-def make_accelerator(tc, **kwargs):
-    """The run's ``Accelerator``.
+def make_accelerator(mixed_precision: str = "no", grad_accumulation: int = 1, **kwargs):
+    """The ``Accelerator`` of a training loop (this trainer's and the small ones: the Marigold
+    baseline, decoder distillation, the priors' pretraining).
 
-    - Precision: the config's ``mixed_precision``, unless ``accelerate launch`` chose one
+    - Precision: ``mixed_precision`` (the config's), unless ``accelerate launch`` chose one
       (``--mixed_precision`` or its config file set ``ACCELERATE_MIXED_PRECISION``): the launcher wins.
     - Device: ``cpu=True`` only on a machine with no CUDA, MPS or XPU device; accelerate then runs
       launched processes as MULTI_CPU over gloo.
@@ -93,7 +102,7 @@ def make_accelerator(tc, **kwargs):
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState, GradientState
 
-    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else tc.mixed_precision
+    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else mixed_precision
     if AcceleratorState._shared_state and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
         GradientState._reset_state()
@@ -101,7 +110,39 @@ def make_accelerator(tc, **kwargs):
     has_device = (torch.cuda.is_available() or torch.backends.mps.is_available()
                   or bool(xpu is not None and xpu.is_available()))
     return Accelerator(cpu=not has_device, mixed_precision=precision,
-                       gradient_accumulation_steps=tc.grad_accumulation, **kwargs)
+                       gradient_accumulation_steps=grad_accumulation, **kwargs)
+
+
+def one_process_accelerator(loop: str, mixed_precision: str = "no"):
+    """``make_accelerator`` for the small training loops (``loop`` names one in errors): they take
+    accelerate's device and precision, but every process would draw the same batches, so they
+    run in one process."""
+    accelerator = make_accelerator(mixed_precision)
+    if accelerator.num_processes > 1:
+        raise FiffDepthError(f"{loop} runs in one process ({accelerator.num_processes} were launched): run it "
+                             "without `accelerate launch --num_processes N` / torchrun")
+    return accelerator
+
+
+REPORT_TO = ("auto", "tensorboard", "wandb", "none")
+
+
+def trackers(report_to: str) -> list[str] | None:
+    """``train.report_to`` as accelerate's ``log_with``: "auto" is TensorBoard where it is
+    installed and no tracker otherwise; a named tracker must be installed."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    if report_to not in REPORT_TO:
+        raise ConfigError(f"train.report_to={report_to!r}: choose one of {', '.join(REPORT_TO)}")
+    installed = {"tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    if report_to == "auto":
+        return ["tensorboard"] if installed["tensorboard"] else None
+    if report_to == "none":
+        return None
+    if not installed[report_to]:
+        raise ConfigError(f"train.report_to={report_to!r}: {report_to} is not installed "
+                          f"(pip install {report_to}, or --set train.report_to=none)")
+    return [report_to]
 
 
 def _dataset_files(ds) -> list:
@@ -251,24 +292,87 @@ class ObjectiveModule(nn.Module):
 
 # -- checkpoints ----------------------------------------------------------------------------------------
 
-def write_checkpoint(ckpt_root: Path, step: int, unet, optimizer, lr_scheduler, ema, state: dict, keep: int) -> Path:
-    """Atomically write checkpoint-<step>: temp dir, manifest of checksums last, then rename."""
-    final = ckpt_root / f"{CKPT_PREFIX}{step:06d}"
-    with staged_dir(final, prefix=f".tmp-{step:06d}-") as tmp:
-        unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-        if ema is not None:
-            torch.save(ema.state_dict(), tmp / "ema.pt")
-        rng = {"torch": torch.random.get_rng_state().tolist()}
-        if torch.cuda.is_available():
-            rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-        (tmp / "rng_state.json").write_text(json.dumps(rng))
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        write_manifest(tmp, {"step": step}, fsync=True)
-    for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+@dataclass
+class TrainerState:
+    """The counters a resumed run continues from. Registered with ``accelerator.register_for_checkpointing``,
+    so ``save_state``/``load_state`` carry it; also written as ``trainer_state.json`` for people and for
+    the run-config check made before anything is loaded. The data order is a function of (seed,
+    micro-step, rank), so restoring ``step`` restores it."""
+
+    step: int = 0
+    micro_step: int = 0
+    data_position: int = 0  # samples per half drawn so far (global)
+    world_size: int = 1
+    config_hash: str = ""
+    last: dict = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def checkpoint_unet_in_diffusers_layout(accelerator) -> None:
+    """Make ``save_state``/``load_state`` keep the prepared ``ObjectiveModule`` as its UNet in
+    ``unet/`` (diffusers layout, loadable with ``from_pretrained``) instead of one state dict that
+    would copy the frozen VAE into every checkpoint. Under FSDP and DeepSpeed accelerate saves
+    the model its own way and these hooks see no model."""
+    from safetensors.torch import load_file
+
+    def save_unet(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for m in models:
+                accelerator.unwrap_model(m).model.unet.save_pretrained(Path(output_dir) / "unet",
+                                                                       safe_serialization=True)
+        weights.clear()
+
+    def load_unet(models, input_dir):
+        while models:
+            unet = accelerator.unwrap_model(models.pop()).model.unet
+            unet.load_state_dict(load_file(str(Path(input_dir) / "unet" / UNET_WEIGHTS)))
+
+    accelerator.register_save_state_pre_hook(save_unet)
+    accelerator.register_load_state_pre_hook(load_unet)
+
+
+def save_checkpoint(accelerator, ckpt_root: Path, state: TrainerState, keep: int) -> Path:
+    """checkpoint-<step>: ``accelerator.save_state`` on every rank (FSDP and DeepSpeed shard the
+    optimiser state; each rank's RNG state is its own) into a staging folder, then
+    ``trainer_state.json`` and the sha256 manifest, written last, then a rename: a kill leaves
+    either the whole checkpoint or a ``.tmp-`` folder that is never resumed. Keeps the last ``keep``.
+    (Not ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: that writes in
+    place under the final name, so a kill could leave half a checkpoint there.)"""
+    final = ckpt_root / f"{CKPT_PREFIX}{state.step:06d}"
+    tmp = ckpt_root / f".tmp-{state.step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state.state_dict(), indent=2))
+        write_manifest(tmp, {"step": state.step}, fsync=True)
+        replace_dir(tmp, final)
+        for old in list_checkpoints(ckpt_root)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator, path: Path, n_registered: int) -> None:
+    """``accelerator.load_state(path)`` after checking that the checkpoint holds what this run
+    registered (``n_registered`` custom objects: trainer state, LR schedule, EMA when on)."""
+    saved = len(list(path.glob("custom_checkpoint_*.pkl")))
+    if saved != n_registered:
+        raise ResumeError(f"{path}: holds {saved} training state object(s), this run keeps {n_registered} "
+                          "(train.ema differs?); pass --resume none --overwrite to start over")
+    accelerator.load_state(str(path))
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -305,7 +409,7 @@ def find_resume_checkpoint(ckpt_root: Path, resume: str) -> Path | None:
 # Settings that say where a run goes and how long or how often it logs, not what it learns:
 # a checkpoint made under other values of these still belongs to the run.
 RUN_SETTINGS = ("train.output_dir", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-                "train.log_every", "train.eval_every", "data.num_workers")
+                "train.log_every", "train.eval_every", "train.report_to", "data.num_workers")
 
 
 def config_hash(cfg: FiffDepthConfig) -> str:
@@ -320,9 +424,10 @@ def config_hash(cfg: FiffDepthConfig) -> str:
 def check_run_directory(ckpt_root: Path, resume: str | None, chash: str, force_resume: bool = False,
                         overwrite: bool = False) -> Path | None:
     """The checkpoint to resume from (None: a fresh start), after checking that it belongs to
-    this run: same ``config_hash`` unless ``force_resume``. A fresh run into a directory that
-    already holds checkpoints is refused unless ``overwrite``; with ``overwrite``, checkpoints
-    that cannot be resumed (broken, another run's) mean a fresh start too. The caller removes
+    this run: written by ``save_checkpoint``, and with the same ``config_hash`` unless
+    ``force_resume``. A fresh run into a directory that already holds checkpoints is refused
+    unless ``overwrite``; with ``overwrite``, checkpoints that cannot be resumed (broken, another
+    run's, an earlier format) mean a fresh start too. The caller removes
     the old checkpoints when this returns None under ``overwrite``."""
     try:
         start = find_resume_checkpoint(ckpt_root, resume or "none")
@@ -332,6 +437,12 @@ def check_run_directory(ckpt_root: Path, resume: str | None, chash: str, force_r
         warnings.warn(f"starting over (--overwrite): {err}")
         return None
     if start is not None:
+        if not (start / "random_states_0.pkl").is_file():  # accelerate's save_state writes one per rank
+            old = f"{start}: an earlier fiffdepth's checkpoint format, not accelerate's save_state"
+            if overwrite:
+                warnings.warn(f"starting over (--overwrite): {old}")
+                return None
+            raise ResumeError(f"{old}; resume it with that version, or pass --resume none --overwrite to start over")
         state = json.loads((start / "trainer_state.json").read_text())
         theirs = state.get("config_hash")
         if theirs != chash and overwrite and not force_resume:
@@ -372,20 +483,25 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     ``on_log(record)`` (main process only) is called with each record appended to
     ``losses.jsonl`` — e.g. a live loss plot in a notebook (``fiffdepth.plots.LiveLossPlot``).
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from tqdm.auto import tqdm
 
     tc = cfg.train
     out = Path(tc.output_dir)
-    trackers = ["tensorboard"] if _has_tensorboard() else None
-    accelerator = make_accelerator(tc, log_with=trackers, project_dir=str(out / "logs"))
+    log_with = trackers(tc.report_to)
+    accelerator = make_accelerator(tc.mixed_precision, tc.grad_accumulation, log_with=log_with,
+                                   project_config=ProjectConfiguration(project_dir=str(out),
+                                                                       logging_dir=str(out / "logs")))
     set_seed(tc.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     ckpt_root, chash = out / "checkpoints", config_hash(cfg)
     start = check_run_directory(ckpt_root, resume, chash, force_resume, overwrite)
-    if start is None and overwrite and accelerator.is_main_process:
-        shutil.rmtree(ckpt_root, ignore_errors=True)
+    if accelerator.is_main_process:
+        if start is None and overwrite:
+            shutil.rmtree(ckpt_root, ignore_errors=True)
+        for stale in ckpt_root.glob(".tmp-*"):  # a checkpoint a kill interrupted
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     half = tc.batch_size // 2
     if half < world or half % (world * tc.grad_accumulation):
@@ -420,18 +536,28 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         ema = EMAModel(model.unet.parameters(), decay=tc.ema_decay)
     module = ObjectiveModule(model, cfg.loss)
     module, optimizer = accelerator.prepare(module, optimizer)
+    if ema is not None:
+        ema.to(accelerator.device)
+    # The LR schedule is registered, not prepared: a prepared one steps once per process per call.
+    state = TrainerState(config_hash=chash, world_size=world)
+    checkpointed = [state, lr_scheduler] + ([ema] if ema is not None else [])
+    accelerator.register_for_checkpointing(*checkpointed)
+    checkpoint_unet_in_diffusers_layout(accelerator)
 
-    step = 0
     if start is not None:
-        step = _restore(start, accelerator.unwrap_model(module).model.unet, optimizer, lr_scheduler, ema)
+        load_checkpoint(accelerator, start, len(checkpointed))
+        if ema is not None:
+            ema.to(accelerator.device)  # load_state reads it onto the CPU
+        state.config_hash, state.world_size = chash, world  # a forced resume continues as this run
         if accelerator.is_main_process:
-            print(f"resumed from {start} at step {step}")
+            print(f"resumed from {start} at step {state.step}")
+    step = state.step
     log_path = out / "losses.jsonl"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")
         _truncate_log(log_path, step)
-        if trackers:
+        if log_with:
             accelerator.init_trackers("fiffdepth", config=_flat(cfg.to_dict()))
 
     if held is not None and step == 0 and accelerator.is_main_process:
@@ -476,33 +602,30 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
                 _append_log(log_path, last)
                 if on_log is not None:
                     on_log(dict(last))
-                if trackers:
+                if log_with:
                     accelerator.log({f"loss/{k}" if k in LOSS_TERMS or k == "loss" else k: v
                                      for k, v in last.items() if k != "step"}, step=step)
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.4f}", it_s=f"{steps_done / max(1e-9, time.time() - t_start):.2f}")
         if step % tc.checkpoint_every == 0 and step < tc.iterations:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                write_checkpoint(ckpt_root, step, accelerator.unwrap_model(module).model.unet, optimizer,
-                                 lr_scheduler, ema, {"step": step, "config_hash": chash,
-                                                     "micro_step": step * tc.grad_accumulation,
-                                                     "data_position": step * half, "world_size": world,
-                                                     "last": last}, tc.keep_checkpoints)
-            accelerator.wait_for_everyone()
+            state.step, state.micro_step, state.data_position = step, step * tc.grad_accumulation, step * half
+            state.last = last
+            save_checkpoint(accelerator, ckpt_root, state, tc.keep_checkpoints)
     bar.close()
     elapsed = time.time() - t_start
     accelerator.wait_for_everyone()
     final = accelerator.unwrap_model(module).model
+    trained_digest = weights_digest(final.unet)
     if ema is not None:
         ema.copy_to(final.unet.parameters())
-    # every rank's weight digest: DDP must leave all replicas identical
+    # every rank's weight digest (of the saved weights, EMA when on): DDP must leave all replicas identical
     from accelerate.utils import gather_object
 
     digests = gather_object([weights_digest(final.unet)])
     summary = {"steps": step, "seconds": elapsed, "it_per_s": steps_done / elapsed if elapsed > 0 else None,
                "final": last, "output_dir": str(out), "world_size": world, "device": str(accelerator.device),
-               "rank_weight_digests": digests}
+               "mixed_precision": accelerator.mixed_precision, "report_to": log_with or [],
+               "trained_weight_digest": trained_digest, "rank_weight_digests": digests}
     if accelerator.is_main_process:
         final.unet.eval()
         final.vae.to("cpu")
@@ -588,20 +711,6 @@ def weights_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _restore(path: Path, unet, optimizer, lr_scheduler, ema) -> int:
-    from safetensors.torch import load_file
-
-    weights = path / "unet" / "diffusion_pytorch_model.safetensors"
-    unet.load_state_dict(load_file(str(weights)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
-    if ema is not None and (path / "ema.pt").is_file():
-        ema.load_state_dict(torch.load(path / "ema.pt", weights_only=True))
-    rng = json.loads((path / "rng_state.json").read_text())
-    torch.random.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
-    return int(json.loads((path / "trainer_state.json").read_text())["step"])
-
-
 def _append_log(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -646,15 +755,6 @@ def _flat(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = str(v)
     return out
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-
-        return True
-    except ImportError:
-        return False
 
 
 # -- CLI ------------------------------------------------------------------------------------------------------

@@ -60,3 +60,39 @@ def test_depth_roundtrip_scores_exact_codec(monkeypatch):
     blurred = generator.depth_roundtrip_scores(True, d, m)
     assert exact["abs_rel"] < 1e-6 and exact["boundary_f1"] > 0.99
     assert blurred["abs_rel"] > 0.01 and blurred["boundary_f1"] < exact["boundary_f1"]
+
+
+def test_prior_loops_train_through_accelerate(monkeypatch, tiny_cfg):
+    """Issue 16: the VAE and UNet pretraining loops step through an ``Accelerator`` (its device,
+    its backward, the launcher's precision) and leave the model on the device it came on."""
+    import torch
+    from accelerate import Accelerator
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from fiffdepth.generator import train_latent_diffusion, train_vae
+    from fiffdepth.model import make_scheduler
+    from fiffdepth.train import make_accelerator
+
+    seen = []
+    backward = Accelerator.backward
+
+    def spy(self, loss, **kw):
+        seen.append((self.device.type, self.mixed_precision))
+        return backward(self, loss, **kw)
+
+    monkeypatch.setattr(Accelerator, "backward", spy)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**tiny_cfg.model.vae)
+    train_vae(vae, torch.rand(4, 3, 32, 32), steps=2, batch_size=2, crop=16, progress=False)
+    assert seen == [(make_accelerator().device.type, "no")] * 2
+    assert vae.device.type == "cpu"
+
+    seen.clear()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # as `accelerate launch --mixed_precision bf16` sets it
+    unet = UNet2DConditionModel(**tiny_cfg.model.unet)
+    empty = torch.zeros(1, 1, unet.config.cross_attention_dim)
+    log = train_latent_diffusion(unet, torch.randn(4, 4, 8, 8), empty, make_scheduler(tiny_cfg.model), steps=2,
+                                 batch_size=2, crop=None, progress=False)
+    assert [p for _, p in seen] == ["bf16"] * 2 and torch.isfinite(torch.tensor(log["loss"]))
+    assert unet.device.type == "cpu" and unet.dtype == torch.float32

@@ -26,6 +26,7 @@ def test_train_save_load_predict(train_data, tmp_path):
     summary = train_marigold(cfg, tmp_path / "mg", steps=2, cache_root=tmp_path / "cache", inference_steps=2,
                              progress=False)
     assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    assert summary["mixed_precision"] == cfg.train.mixed_precision == "no"  # through the Accelerator (issue 16)
     pipe = load_marigold(tmp_path / "mg")
     img = torch.rand(1, 3, 64, 64)
     run = lambda: pipe(img, num_inference_steps=2, ensemble_size=1, processing_resolution=64,  # noqa: E731

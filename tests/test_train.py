@@ -74,7 +74,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(train_data, tmp_path):
 @pytest.mark.slow
 def test_two_processes_end_with_identical_weights(train_data, tmp_path):
     out = tmp_path / "ddp"
-    o = _overrides(train_data, out, **{"train.iterations": 3, "train.checkpoint_every": 100})
+    o = _overrides(train_data, out, **{"train.iterations": 3, "train.checkpoint_every": 2})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
            "-m", "fiffdepth.cli", "train", "--preset", "tiny", "--no-progress", "--cache-dir",
            str(tmp_path / "cache"), *_cli(o)]
@@ -86,6 +86,10 @@ def test_two_processes_end_with_identical_weights(train_data, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
     # and training moved the weights away from the initialisation
     assert summary["final"]["loss"] > 0
+    # every rank saved its part of the checkpoint (save_state: each rank's RNG states)
+    ckpt = out / "checkpoints" / "checkpoint-000002"
+    assert verify_checkpoint(ckpt) is None
+    assert (ckpt / "random_states_0.pkl").is_file() and (ckpt / "random_states_1.pkl").is_file()
 
 
 def test_corrupt_or_half_written_checkpoint_falls_back(train_data, tmp_path):
@@ -382,13 +386,105 @@ def test_no_teacher_batch_is_the_presets_batch_size(preset):
 def test_accelerator_follows_config_then_launcher_and_allows_a_second_precision(monkeypatch):
     """Two runs in one process (a notebook: tiny, then paper) may differ in precision, and
     ``accelerate launch --mixed_precision`` (ACCELERATE_MIXED_PRECISION) overrides the config."""
-    from types import SimpleNamespace
-
     from fiffdepth.train import make_accelerator
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    assert make_accelerator(SimpleNamespace(mixed_precision="no", grad_accumulation=1)).mixed_precision == "no"
-    assert make_accelerator(SimpleNamespace(mixed_precision="bf16", grad_accumulation=2)).mixed_precision == "bf16"
+    assert make_accelerator("no", 1).mixed_precision == "no"
+    assert make_accelerator("bf16", 2).mixed_precision == "bf16"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-    acc = make_accelerator(SimpleNamespace(mixed_precision="bf16", grad_accumulation=1))
+    acc = make_accelerator("bf16", 1)
     assert acc.mixed_precision == "no" and acc.gradient_accumulation_steps == 1
+
+
+# -- accelerate's own parts: save_state/load_state, EMA, trackers, the launcher's precision (issue 16) ------
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_with_ema_is_bit_exact(train_data, tmp_path):
+    """A run stopped after its step-2 checkpoint and resumed ends with the same bytes as an
+    uninterrupted one: trained weights, EMA weights (what is saved) and every logged loss."""
+    cache = tmp_path.parent / "shared-cache"
+    base = {"train.iterations": 4, "train.checkpoint_every": 2, "train.ema": True, "train.ema_decay": 0.5}
+    full = train(get_config("tiny", _overrides(train_data, tmp_path / "full", **base)), progress=False,
+                 cache_root=cache)
+
+    def stop_at_3(record):
+        if record["step"] == 3:
+            raise _Interrupt
+
+    cfg = get_config("tiny", _overrides(train_data, tmp_path / "resumed", **base))
+    with pytest.raises(_Interrupt):
+        train(cfg, progress=False, cache_root=cache, on_log=stop_at_3)
+    ckpt = tmp_path / "resumed" / "checkpoints" / "checkpoint-000002"
+    assert verify_checkpoint(ckpt) is None
+    # accelerate's save_state: optimiser, RNG states, registered objects (counters, LR schedule, EMA)
+    assert {"optimizer.bin", "random_states_0.pkl", "custom_checkpoint_2.pkl", "trainer_state.json",
+            "unet"} <= {p.name for p in ckpt.iterdir()}
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
+    resumed = train(cfg, resume="latest", progress=False, cache_root=cache)
+
+    assert resumed["trained_weight_digest"] == full["trained_weight_digest"]
+    assert resumed["rank_weight_digests"] == full["rank_weight_digests"]
+    assert full["trained_weight_digest"] != full["rank_weight_digests"][0]  # the EMA is not the trained weights
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "resumed" / weights).read_bytes() == (tmp_path / "full" / weights).read_bytes()
+    a, b = read_log(tmp_path / "full" / "losses.jsonl"), read_log(tmp_path / "resumed" / "losses.jsonl")
+    assert [r["step"] for r in b] == [0, 1, 2, 3, 4]
+    assert a == b
+
+
+def test_checkpoint_of_the_earlier_format_is_refused_or_overwritten(tmp_path):
+    from fiffdepth.atomic import write_manifest
+    from fiffdepth.train import check_run_directory
+
+    old = tmp_path / "checkpoints" / "checkpoint-000002"  # optimizer.pt, rng_state.json: no save_state
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text(json.dumps({"step": 2, "config_hash": "abc"}))
+    (old / "optimizer.pt").write_bytes(b"")
+    write_manifest(old, {"step": 2})
+    with pytest.raises(ResumeError, match="earlier fiffdepth's checkpoint format"):
+        check_run_directory(old.parent, "latest", "abc")
+    with pytest.warns(UserWarning, match="starting over"):
+        assert check_run_directory(old.parent, "latest", "abc", overwrite=True) is None
+
+
+def test_report_to_picks_the_tracker_and_refuses_unknown_ones(train_data, tmp_path):
+    from accelerate.utils import is_wandb_available
+
+    from fiffdepth.config import ConfigError
+    from fiffdepth.train import trackers
+
+    assert trackers("none") is None and trackers("tensorboard") == ["tensorboard"]
+    assert trackers("auto") == ["tensorboard"]  # installed here (a core dependency)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="train.report_to='mlflow': choose one of auto, tensorboard, wandb, none"):
+        train(get_config("tiny", _overrides(train_data, out, **{"train.report_to": "mlflow"})), progress=False)
+    if not is_wandb_available():
+        with pytest.raises(ConfigError, match="wandb is not installed"):
+            trackers("wandb")
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_accelerate_launch_mixed_precision_no_wins_over_the_config(train_data, tmp_path):
+    """Issue 16: ``accelerate launch --mixed_precision no`` is honoured over ``train.mixed_precision=bf16``."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_")}
+    env.update(OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")  # no user accelerate config
+    if subprocess.run([*launcher, "--help"], capture_output=True, env=env).returncode != 0:
+        pytest.skip("the accelerate launcher is not available")
+    out = tmp_path / "run"
+    o = _overrides(train_data, out, **{"train.iterations": 1, "train.mixed_precision": "bf16",
+                                       "train.report_to": "none"})
+    cmd = [*launcher, "--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no",
+           "--mixed_precision", "no", "-m", "fiffdepth.cli", "train", "--preset", "tiny", "--no-progress",
+           "--cache-dir", str(tmp_path.parent / "shared-cache"), *_cli(o)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert get_config("tiny", o).train.mixed_precision == "bf16"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mixed_precision"] == "no" and summary["steps"] == 1
+    assert summary["report_to"] == [] and not (out / "logs").exists()
