@@ -71,6 +71,11 @@ if preset == "tiny":
 else:
     print(report)
 
+# %%
+# checked by nbval (strict): the same on every execution
+if preset == "tiny":
+    print("generator components:", sorted(p.name for p in Path(L.generator).iterdir() if p.is_dir()))
+
 # %% [markdown]
 # Samples of the generator prior and VAE round trips (the depth codec re-uses the image VAE, as in Marigold):
 

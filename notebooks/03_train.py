@@ -60,6 +60,10 @@ summary = stages.train_variant(out_dir, "fiffdepth", steps=steps, preset=preset,
 print(f"{summary['steps']} steps, {summary['it_per_s'] or 0:.2f} it/s, final loss {summary['final'].get('loss', float('nan')):.4f}")
 
 # %%
+# checked by nbval (strict): the same on every execution
+print(f"{summary['steps']} steps, final loss {summary['final'].get('loss', float('nan')):.4f}")
+
+# %%
 plots.plot_losses({"FiffDepth": L.runs / "fiffdepth"}, out=f"{figures_dir}/loss_curves.png")
 plt.show()
 

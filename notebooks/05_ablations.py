@@ -77,6 +77,10 @@ table = stages.evaluate_methods(out_dir, ["fiffdepth", *variants, stages.MARIGOL
 display(Markdown(table["markdown"]))
 
 # %%
+# checked by nbval (strict): the same on every execution
+print({method: round(row["abs_rel"], 1) for method, row in table["rows"].items()})
+
+# %%
 plots.metric_bars(table["rows"], [("abs_rel", "synthetic AbsRel ×100 ↓"), ("boundary_f1", "synthetic boundary F1 ×100 ↑"),
                                   ("real_abs_rel", "real-styled AbsRel ×100 ↓"), ("real_boundary_f1", "real-styled boundary F1 ×100 ↑")],
                   out=f"{figures_dir}/ablations.png")

@@ -59,3 +59,7 @@ paths = stages.make_figures(out_dir, figures_dir, variants=variants, n_images=n_
                             marigold_steps=marigold_steps, marigold_ensemble=marigold_ensemble, device=device)
 for p in paths:
     display(Markdown(f"**{Path(p).name}**"), Image(str(p)) if str(p).endswith(".png") else Markdown(Path(p).read_text()))
+
+# %%
+# checked by nbval (strict): the same on every execution
+print(sorted(Path(p).name for p in paths))

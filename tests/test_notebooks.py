@@ -61,6 +61,11 @@ def test_smoke_reproduction_writes_figures_and_results(smoke_run):
 def test_nbval_checks_executed_notebooks(smoke_run):
     executed = sorted((smoke_run / "outputs" / "notebooks").glob("*.ipynb"))
     assert len(executed) == 7
+    for path in executed:  # each notebook has a text output that nbval compares (not only figure reprs)
+        checked = [o for c in nbformat.read(path, 4).cells if c.cell_type == "code"
+                   and "nbval-ignore-output" not in c.metadata.get("tags", []) for o in c.get("outputs", [])
+                   if (o.get("text") or o.get("data", {}).get("text/markdown", "")).strip()]
+        assert checked, f"{path.name}: no deterministic text output for nbval to check"
     # strict nbval: every code cell's text output must come out the same on re-execution, except
     # cells tagged nbval-ignore-output (timings, progress, random draws); images are not compared
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
