@@ -16,12 +16,13 @@ SEEDS ?= 1
 LAB_DIR ?= notebooks
 LAB_ARGS ?=
 
-.PHONY: install test reproduce lab clean-outputs help
+.PHONY: install test reproduce lab notebooks clean-outputs help
 
 help:
 	@echo "make reproduce   install, then run the embedded-default reproduction into $(OUT)/ (SEEDS=3: ablations over 3 seeds)"
 	@echo "make test        install, then run the whole test suite"
 	@echo "make lab         install, then JupyterLab on $(LAB_DIR)/ with this environment's kernel"
+	@echo "make notebooks   sync each notebooks/NN_*.ipynb with its jupytext pair NN_*.py (edit either, then run this)"
 	@echo "make install     create $(VENV) and install fiffdepth (idempotent, fast when nothing changed)"
 
 $(BIN)/python:
@@ -48,6 +49,11 @@ reproduce: install
 lab: install
 	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --ServerApp.root_dir="$(LAB_DIR)" \
 		--MappingKernelManager.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# The notebooks are jupytext pairs: NN_name.py (py:percent, the reviewed source) and NN_name.ipynb.
+# --sync brings the older file of each pair up to date with the newer one.
+notebooks: install
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -90,7 +90,7 @@ def run_notebooks(out: str | Path = "outputs", preset: str = "tiny", figures: st
             continue
         src = nb_dir / f"{name}.ipynb"
         if not src.is_file():
-            raise FileNotFoundError(f"{src}: notebook missing (regenerate with `python notebooks/make_notebooks.py`)")
+            raise FileNotFoundError(f"{src}: notebook missing (recreate it from its pair with `make notebooks`)")
         params = notebook_parameters(name, preset, str(out), str(figures), smoke,
                                      {**(extra or {}), **(per_notebook or {}).get(name, {})})
         print(f"[reproduce] {name} {json.dumps(params)}", flush=True)
