@@ -220,7 +220,7 @@ def unlabelled_images(images) -> list[tuple[str, Callable[[], np.ndarray]]]:
         files = list_files(p, IMAGE_EXTENSIONS, recursive=True)
         return [(f.relative_to(p).as_posix(), functools.partial(read_rgb, f)) for f in files]
     shards = TarShards(images)
-    return [(shards.index[i][0].name + ":" + shards.index[i][1], functools.partial(_tar_pixels, shards, i))
+    return [(shards.name(i), functools.partial(_tar_pixels, shards, i))
             for i in range(len(shards))]
 
 

@@ -198,6 +198,12 @@ class TarShards(_RealBase):
     def __len__(self) -> int:
         return len(self.index)
 
+    def name(self, index: int) -> str:
+        """The member's name, relative like ImageFolder's: ``<shard file>:<member>`` (its
+        pseudo-label is ``pseudo_label_path(pseudo_dir, name)``)."""
+        path, member = self.index[index][:2]
+        return f"{path.name}:{member}"
+
     def read(self, index: int) -> tuple[np.ndarray, str]:
         path, member, offset, size = self.index[index]
         where = f"{path}:{member}"
@@ -209,9 +215,7 @@ class TarShards(_RealBase):
             raise DataError(f"{where}: cannot read ({err})") from err
         if len(data) != size:
             raise DataError(f"{where}: truncated member ({len(data)} of {size} bytes)")
-        # the name is relative, like ImageFolder's: "<shard file>:<member>" (its pseudo-label is
-        # <pseudo dir>/<shard stem>/<member stem>.npy: pseudo_label_path)
-        return read_rgb(data, where), f"{path.name}:{member}"
+        return read_rgb(data, where), self.name(index)
 
 
 def pseudo_label_path(pseudo_dir, name: str) -> Path:
