@@ -12,6 +12,7 @@ from fiffdepth.data import (
     DataError, EmbeddedRealImages, HypersimDataset, HypersimRawDataset, ImageFolder, TarShards, VirtualKITTI2Dataset,
     embedded_real_images,
 )
+from fiffdepth.data.base import usable_items
 from fiffdepth.data.hypersim import distance_to_planar
 
 
@@ -86,11 +87,13 @@ def test_vkitti_bad_depth_png_skipped_with_count(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / rgb_rel)
     _png(tmp_path / "depth/S/clone/frames/depth/Camera_0/depth_00000.png", np.zeros((8, 8), np.uint8))  # 8-bit
     ds = VirtualKITTI2Dataset(tmp_path, kb_crop=False)
-    with pytest.warns(UserWarning, match="depth_00000.png"), pytest.raises(DataError, match="none of its 1"):
+    with pytest.raises(DataError, match="depth_00000.png: expected a 16-bit"):
         ds[0]
+    with pytest.warns(UserWarning, match="depth_00000.png"):
+        assert list(usable_items(ds)) == []
     assert ds.skipped == 1
-    with pytest.raises(DataError, match="16-bit"):
-        VirtualKITTI2Dataset(tmp_path, kb_crop=False, on_bad="raise")[0]
+    with pytest.raises(DataError, match="depth_00000.png: expected a 16-bit"):
+        list(usable_items(VirtualKITTI2Dataset(tmp_path, kb_crop=False, on_bad="raise")))
 
 
 def test_image_folder_and_tar_shards(tmp_path):
@@ -99,8 +102,10 @@ def test_image_folder_and_tar_shards(tmp_path):
     (tmp_path / "imgs" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
     ds = ImageFolder(tmp_path / "imgs", resolution=8)
     assert len(ds) == 3 and ds[0]["image"].shape == (3, 8, 8)
+    with pytest.raises(DataError, match="3.jpg: cannot decode"):  # sorted: 2.png, 3.jpg, a/1.png
+        ds[1]
     with pytest.warns(UserWarning, match="3.jpg"):
-        assert ds[1]["name"] == "a/1.png"  # sorted: 2.png, 3.jpg, a/1.png; wraps to the next readable one
+        assert [it["name"] for it in usable_items(ds)] == ["2.png", "a/1.png"]
     assert ds.skipped == 1
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="none"):

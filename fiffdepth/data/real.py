@@ -2,8 +2,9 @@
 
 These feed the real-image branch of training (the paper's t = -1 step on LAION-Art, supervised
 by the teacher) and the qualitative figures. Items are ``{"image": (3,H,W) float32 in [0,1],
-"name": str}``. Unreadable files are skipped with a warning naming them and counted in
-``dataset.skipped`` (see ``fiffdepth.data.io``).
+"name": str}``. ``dataset[i]`` of an unreadable file raises ``DataError`` naming it;
+``data.base.usable_items`` skips it with a warning and counts it in ``dataset.skipped`` (see
+``fiffdepth.data.io``).
 
 Webdataset shards are plain tar files whose members share a key (the path up to the first dot
 of the basename): ``000123.jpg``, ``000123.txt``, ``000123.json``. Only the image member is
@@ -117,7 +118,10 @@ def embedded_real_images(n: int | None = None, size: int | None = None, seed: in
 
 
 class _RealBase(Dataset):
-    """Shared skip-and-count policy and optional ``resolution`` crop for unlabeled images."""
+    """Optional ``resolution`` crop for unlabeled images; ``skipped`` counts the bad ones
+    ``usable_items`` dropped (and unreadable tar shards)."""
+
+    on_bad = "skip"
 
     def __init__(self, resolution: int | None, seed: int):
         self.resolution, self.seed, self.skipped = resolution, seed, 0
@@ -125,8 +129,10 @@ class _RealBase(Dataset):
     def read(self, index: int) -> tuple[np.ndarray, str]:
         raise NotImplementedError
 
-    def _item(self, index: int) -> dict:
-        """Item ``index`` or ``DataError`` (``data.base.usable_items`` drops those)."""
+    def __getitem__(self, index: int) -> dict:
+        """Item ``index``, or ``DataError`` naming the file (``data.base.usable_items`` drops those)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
         rgb, name = self.read(index)
         if self.resolution is None:
             return {"image": image_tensor(rgb), "name": name}
@@ -139,18 +145,6 @@ class _RealBase(Dataset):
         if rng.random() < 0.5:
             image = image.flip(-1)
         return {"image": _resize(image, self.resolution).contiguous(), "name": name}
-
-    def __getitem__(self, index: int) -> dict:
-        n = len(self)
-        if not 0 <= index < n:
-            raise IndexError(index)
-        for k in range(n):
-            try:
-                return self._item((index + k) % n)
-            except DataError as err:
-                self.skipped += 1
-                warnings.warn(f"skipping bad image ({self.skipped} so far): {err}", stacklevel=2)
-        raise DataError(f"{type(self).__name__}: none of its {n} images is readable")
 
 
 class ImageFolder(_RealBase):
