@@ -119,6 +119,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
     """Encode ``items()`` (dicts with image (3,H,W) [0,1], depth (1,H,W), valid_mask (1,H,W)) once.
 
     Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
+    Streams: at most one batch of items and one shard of latents are held in memory.
     """
     from tqdm.auto import tqdm
 

@@ -181,9 +181,11 @@ def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 
 
 
 def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = True):
-    """(synthetic cache, real cache or None) for the config's data, built once per VAE/settings."""
+    """(synthetic cache, real cache or None) for the config's data, built once per VAE/settings.
+    Files are read by ``data.num_workers`` DataLoader workers (``usable_items``), in order."""
     res = cfg.data.resolution
     seed = cfg.train.seed
+    workers = cfg.data.num_workers  # reads files in parallel; the cache is the same bytes for any count
     syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
     if not syn_sets:
         raise ConfigError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
@@ -194,7 +196,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def syn_items():  # scene-major: the n_aug versions of a scene are adjacent; bad scenes dropped
         k = 0
         for d in syn_sets:
-            for item in usable_items(d):
+            for item in usable_items(d, num_workers=workers):
                 for v in range(n_aug):
                     yield _augment(item, res, seed, k, v)
                 k += 1
@@ -216,7 +218,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def real_items():
         k = 0
         for d in real_sets:
-            for item in usable_items(d):
+            for item in usable_items(d, num_workers=workers):
                 try:
                     label = pseudo_label_path(pseudo_dir, item["name"])
                     depth = np.load(label, allow_pickle=False).astype(np.float32)

@@ -11,10 +11,11 @@ item ``i`` under the same seed is bit-identical across runs and worker counts.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .io import DataError
 
@@ -83,22 +84,53 @@ class DepthDataset(Dataset):
         return item
 
 
-def usable_items(dataset, limit: int | None = None):
-    """Each usable item of ``dataset`` once, in order (the first ``limit`` of them). A bad one
-    (``DataError``) is dropped, counted once in ``dataset.skipped`` and named in a warning; or,
-    under ``on_bad="raise"``, raised. This is how a cache, a split or a figure's scenes are
-    read, so no sample appears twice and none is silently replaced."""
-    found = 0
-    for i in range(len(dataset)):
-        if limit is not None and found >= limit:
-            return
+@dataclass(frozen=True)
+class BadSample:
+    """What a loader worker hands back in place of a bad item: the ``DataError`` message."""
+
+    message: str
+
+
+class _ItemOrBadSample(Dataset):
+    """``dataset[i]``, or a ``BadSample`` in its place, so a bad file never stops a worker."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
         try:
-            item = dataset[i]
+            return self.dataset[index]
         except DataError as err:
+            return BadSample(str(err))
+
+
+def _as_is(sample):
+    return sample
+
+
+def usable_items(dataset, limit: int | None = None, num_workers: int = 0):
+    """Each usable item of ``dataset`` once, in order (the first ``limit`` of them), read by a
+    ``torch.utils.data.DataLoader`` with ``num_workers`` worker processes (0: this process);
+    the items and their order are the same for any ``num_workers``. A bad one (``DataError``)
+    is dropped, counted once in ``dataset.skipped`` and named in a warning; or, under
+    ``on_bad="raise"``, raised. This is how a cache, a split or a figure's scenes are read, so
+    no sample appears twice and none is silently replaced."""
+    if limit is not None and limit <= 0:
+        return
+    loader = DataLoader(_ItemOrBadSample(dataset), batch_size=None, shuffle=False, num_workers=num_workers,
+                        collate_fn=_as_is)
+    found = 0
+    for item in loader:
+        if isinstance(item, BadSample):
             if getattr(dataset, "on_bad", "skip") == "raise":
-                raise
+                raise DataError(item.message)
             dataset.skipped = getattr(dataset, "skipped", 0) + 1
-            warnings.warn(f"dropping bad sample ({dataset.skipped} so far): {err}", stacklevel=2)
+            warnings.warn(f"dropping bad sample ({dataset.skipped} so far): {item.message}", stacklevel=2)
             continue
-        found += 1
         yield item
+        found += 1
+        if found == limit:
+            return
