@@ -210,7 +210,6 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     if not pseudo_dir.is_dir():
         raise DataError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
     real_sets = [_real_dataset(e) for e in cfg.data.real]
-    n_real = sum(len(d) for d in real_sets) * n_aug
     real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
                 "pseudo": files_fingerprint(pseudo_dir.rglob("*.npy")), "augmentations": n_aug, "seed": seed}
     missing = []
@@ -238,8 +237,9 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
                     yield _augment(labelled, res, seed, 10_000_000 + k, v)
                 k += 1
 
-    real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items, n_real, vae,
-                              progress=progress, description="real")
+    # the count is only needed to build: listing tar shards reads their headers
+    real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items,
+                              lambda: sum(len(d) for d in real_sets) * n_aug, vae, progress=progress, description="real")
     if missing:
         warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
     if real.valid_pixels() == 0:  # the teacher term would be exactly 0 for the whole run

@@ -1,6 +1,7 @@
 import io
 import math
 import tarfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -123,9 +124,45 @@ def test_image_folder_and_tar_shards(tmp_path):
             txt.size = 3
             tar.addfile(txt, io.BytesIO(b"cap"))
     (tmp_path / "bad.tar").write_bytes(b"garbage" * 100)
-    with pytest.warns(UserWarning, match="bad.tar"):
-        ts = TarShards(str(tmp_path / "*.tar"))
-    assert len(ts) == 2 and ts.skipped == 1 and ts[1]["image"].shape == (3, 5, 7)
+    ts = TarShards(str(tmp_path / "*.tar"))
+    with pytest.warns(UserWarning, match="bad.tar"):  # found when the shards are first listed
+        assert len(ts) == 2
+    assert ts.skipped == 1 and ts[1]["image"].shape == (3, 5, 7) and ts[1]["name"] == "000000.tar:s1.jpg"
+
+
+def _shard(path, members, size=(5, 7)):
+    with tarfile.open(path, "w") as tar:
+        for name in members:
+            buf = io.BytesIO()
+            Image.fromarray(np.full((*size, 3), 30, np.uint8)).save(buf, format="PNG")
+            info = tarfile.TarInfo(name)
+            info.size = buf.tell()
+            buf.seek(0)
+            tar.addfile(info, buf)
+
+
+def test_tar_shards_open_only_the_shard_they_read(tmp_path, monkeypatch):
+    """Issue 15: no shard is opened to construct; listing reads each once; an item opens only its own shard."""
+    _shard(tmp_path / "b.tar", ["k0.png", "sub/k1.png"])
+    _shard(tmp_path / "a.tar", ["z.png", "y.png"])
+    _shard(tmp_path / "c.tar", ["../up.png"])
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda path, *a, **k: opened.append(Path(path).name) or real_open(path, *a, **k))
+    ts = TarShards(tmp_path)
+    assert opened == []
+    assert len(ts) == 5 and opened == ["a.tar", "b.tar", "c.tar"]  # counted once, in sorted order
+    opened.clear()
+    assert ts[3]["name"] == "b.tar:sub/k1.png" and opened == ["b.tar"]
+    assert ts.name(2) == "b.tar:k0.png" and opened == ["b.tar"]  # the shard's index is kept
+    assert [ts.name(i) for i in range(5)] == ["a.tar:z.png", "a.tar:y.png", "b.tar:k0.png", "b.tar:sub/k1.png",
+                                              "c.tar:../up.png"]  # shard order, then member order
+    assert opened == ["b.tar", "a.tar", "b.tar", "c.tar"]
+    with pytest.raises(IndexError):
+        ts.name(5)
+    _shard(tmp_path / "a.tar", ["z.png"])  # rewritten after it was listed
+    with pytest.raises(DataError, match="a.tar: tar shard changed since it was listed"):
+        ts[0]
 
 
 def test_embedded_real_images():

@@ -335,7 +335,7 @@ def test_all_invalid_pseudo_labels_are_an_error_not_a_silent_zero(tmp_path, tiny
         build_caches(_cache_cfg(tmp_path / "synth", real, pseudo), tiny_vae, tmp_path / "cache", progress=False)
 
 
-def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path, tiny_vae):
+def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path, tiny_vae, monkeypatch):
     import io
     import tarfile
 
@@ -370,6 +370,13 @@ def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path
         _, real = build_caches(_cache_cfg(tmp_path / "synth", shards, pseudo), tiny_vae, tmp_path / "cache",
                                progress=False)
     assert sorted(set(real.names)) == ["000.tar:a.jpg", "000.tar:sub/b.jpg", "001.tar:a.jpg", "001.tar:sub/b.jpg"]
+    # a run that finds the cache built opens no shard (issue 15: listing LAION shards reads every header)
+    def no_open(*args, **kwargs):
+        raise AssertionError("a tar shard was opened")
+
+    monkeypatch.setattr(tarfile, "open", no_open)
+    _, again = build_caches(_cache_cfg(tmp_path / "synth", shards, pseudo), tiny_vae, tmp_path / "cache", progress=False)
+    assert again.dir == real.dir and again.names == real.names
 
 
 class _RecordingCache:

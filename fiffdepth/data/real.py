@@ -13,6 +13,7 @@ read here; no ``webdataset`` dependency.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import glob
 import os
@@ -165,7 +166,12 @@ class ImageFolder(_RealBase):
 
 class TarShards(_RealBase):
     """Images inside webdataset-style tar shards (LAION-Art style); ``shards`` is a glob,
-    a directory, or a list of paths. A shard that cannot be opened is skipped with a warning."""
+    a directory, or a list of paths. Items in shard order (sorted), then member order.
+
+    Streamed: the constructor opens no shard; ``len`` reads the headers once and keeps one
+    count per shard; item ``i`` opens only its own shard and keeps that one shard's member
+    index, so memory does not grow with the number of images. A shard that cannot be read
+    when counting is skipped with a warning and counted in ``skipped``."""
 
     def __init__(self, shards, resolution: int | None = None, seed: int = 0):
         super().__init__(resolution, seed)
@@ -176,30 +182,62 @@ class TarShards(_RealBase):
             paths = [Path(s) for s in shards]
         if not paths:
             raise DataError(f"{shards}: no tar shards found")
-        self.index: list[tuple[Path, str, int, int]] = []  # shard, member name, offset, size
-        for path in paths:
-            try:
-                with tarfile.open(path) as tar:
-                    for m in tar.getmembers():
-                        if m.isfile() and os.path.splitext(m.name)[1].lower() in IMAGE_EXTENSIONS:
-                            self.index.append((path, m.name, m.offset_data, m.size))
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-                self.skipped += 1
-                warnings.warn(f"skipping unreadable shard {path}: {err}")
-        if not self.index:
-            raise DataError(f"{shards}: the tar shards hold no image")
+        self.source, self.paths = shards, paths
+        self._starts: list[int] | None = None  # first item of each shard, then the total
+        self._open: tuple[int, list[tuple[str, int, int]]] | None = None  # (shard, its image members)
+
+    @staticmethod
+    def _members(path: Path) -> list[tuple[str, int, int]]:
+        """(name, data offset, size) of each image member of one shard, in tar order."""
+        with tarfile.open(path) as tar:
+            return [(m.name, m.offset_data, m.size) for m in tar
+                    if m.isfile() and os.path.splitext(m.name)[1].lower() in IMAGE_EXTENSIONS]
+
+    def _shard_starts(self) -> list[int]:
+        if self._starts is None:
+            starts = [0]
+            for path in self.paths:
+                try:
+                    n = len(self._members(path))
+                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                    self.skipped += 1
+                    warnings.warn(f"skipping unreadable shard {path}: {err}")
+                    n = 0
+                starts.append(starts[-1] + n)
+            if starts[-1] == 0:
+                raise DataError(f"{self.source}: the tar shards hold no image")
+            self._starts = starts
+        return self._starts
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self._shard_starts()[-1]
+
+    def _member(self, index: int) -> tuple[Path, str, int, int]:
+        """(shard, member name, data offset, size) of item ``index``; indexes only its shard."""
+        starts = self._shard_starts()
+        if not 0 <= index < starts[-1]:
+            raise IndexError(index)
+        k = bisect.bisect_right(starts, index) - 1
+        path = self.paths[k]
+        if self._open is None or self._open[0] != k:
+            try:
+                members = self._members(path)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                raise DataError(f"{path}: cannot read tar shard ({err})") from err
+            if len(members) != starts[k + 1] - starts[k]:
+                raise DataError(f"{path}: tar shard changed since it was listed "
+                                f"({len(members)} images, {starts[k + 1] - starts[k]} before)")
+            self._open = (k, members)
+        return (path, *self._open[1][index - starts[k]])
 
     def name(self, index: int) -> str:
         """The member's name, relative like ImageFolder's: ``<shard file>:<member>`` (its
         pseudo-label is ``pseudo_label_path(pseudo_dir, name)``)."""
-        path, member = self.index[index][:2]
+        path, member = self._member(index)[:2]
         return f"{path.name}:{member}"
 
     def read(self, index: int) -> tuple[np.ndarray, str]:
-        path, member, offset, size = self.index[index]
+        path, member, offset, size = self._member(index)
         where = f"{path}:{member}"
         try:
             with open(path, "rb") as f:
