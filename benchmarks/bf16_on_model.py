@@ -13,6 +13,7 @@ import json
 import torch
 
 from fiffdepth.bench import rel_err, versions
+from fiffdepth.data.base import usable_items
 from fiffdepth.data.synthetic import SyntheticDepthDataset
 from fiffdepth.pipeline import FiffDepthPipeline
 
@@ -27,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = SyntheticDepthDataset(args.eval_dir)
-    images = [ds[i]["image"] for i in range(min(args.images, len(ds)))]
+    images = [it["image"] for it in usable_items(ds, args.images)]
     result = {"model": args.model, "eval_dir": args.eval_dir, "images": len(images), "versions": versions()}
     for decoder in ("full", "tiny"):
         try:

@@ -17,6 +17,7 @@ def main(argv=None) -> int:
     from diffusers import AutoencoderKL
 
     from fiffdepth.codecs import ImageCodec
+    from fiffdepth.data.base import usable_items
     from fiffdepth.data.synthetic import SyntheticDepthDataset
 
     p = argparse.ArgumentParser()
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     codec = ImageCodec(AutoencoderKL.from_pretrained(args.vae, subfolder="vae"))
     ds = SyntheticDepthDataset(args.scenes)
-    x = torch.stack([ds[i]["image"] for i in range(min(args.n, len(ds)))])
+    x = torch.stack([it["image"] for it in usable_items(ds, args.n)])
     with torch.no_grad():
         r = codec.decode(codec.encode(x))
     sat = lambda t: (t.max(1).values - t.min(1).values).mean().item()  # noqa: E731

@@ -113,12 +113,14 @@ class LatentCache(torch.utils.data.Dataset):
         return tuple(torch.stack(t) for t in zip(*items))
 
 
-def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[dict]], n_items: int, vae,
+def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[dict]], n_items: int | Callable[[], int], vae,
                        shard_size: int = 256, batch_size: int = 16, progress: bool = True,
                        description: str = "cache") -> LatentCache:
     """Encode ``items()`` (dicts with image (3,H,W) [0,1], depth (1,H,W), valid_mask (1,H,W)) once.
 
     Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
+    Streams: at most one batch of items and one shard of latents are held in memory.
+    ``n_items`` (the progress bar's total) may be a function, called only when building.
     """
     from tqdm.auto import tqdm
 
@@ -129,6 +131,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
             return LatentCache(target)
         except ValueError as err:
             warnings.warn(f"rebuilding latent cache: {err}")
+    total = n_items() if callable(n_items) else n_items
     images, depths = ImageCodec(vae), DepthCodec(vae)
     dev, dt = vae.device, vae.dtype
     shards, names = [], []
@@ -161,7 +164,7 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
 
     with staged_dir(target, prefix=f".{key}.") as tmp:
         count = 0
-        for item in tqdm(items(), total=n_items, desc=f"encode {description}", disable=not progress):
+        for item in tqdm(items(), total=total, desc=f"encode {description}", disable=not progress):
             pending.append(item)
             count += 1
             if len(pending) == batch_size:

@@ -25,6 +25,7 @@ writes ``<model>/depth_decoder/`` (or ``--out DIR``), loadable with
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -158,6 +159,7 @@ def distillation_pairs(model, data_dir: str | Path, resolution: int, batch_size:
     """
     from tqdm.auto import tqdm
 
+    from .data.base import usable_items
     from .data.synthetic import SyntheticDepthDataset
 
     if not (Path(data_dir) / "rgb").is_dir():
@@ -168,8 +170,11 @@ def distillation_pairs(model, data_dir: str | Path, resolution: int, batch_size:
         raise FiffDepthError(f"{data_dir}: no scenes (write some with `fiffdepth data synth --out {data_dir}`)")
     images, depth_codec = ImageCodec(model.vae), DepthCodec(model.vae)
     latents, targets = [], []
-    for start in tqdm(range(0, n, batch_size), desc="decoder targets", unit="batch", disable=not progress):
-        items = [ds[i] for i in range(start, min(n, start + batch_size))]
+    usable = usable_items(ds, n)  # a bad scene is dropped and counted, never replaced
+    for _ in tqdm(range(0, n, batch_size), desc="decoder targets", unit="batch", disable=not progress):
+        items = list(itertools.islice(usable, batch_size))
+        if not items:
+            break
         image = torch.stack([it["image"] for it in items])
         depth = torch.stack([it["depth"] for it in items])
         valid = torch.stack([it["valid_mask"] for it in items])
@@ -178,6 +183,8 @@ def distillation_pairs(model, data_dir: str | Path, resolution: int, batch_size:
         for lat in (d_gt, d0):
             latents.append(lat.float())
             targets.append(depth_codec.decode(lat).float())
+    if not latents:
+        raise FiffDepthError(f"{data_dir}: none of its {len(ds)} scenes is usable ({ds.skipped} bad)")
     return torch.cat(latents), torch.cat(targets)
 
 
@@ -256,6 +263,7 @@ def compare_decoders(model, decoder: AutoencoderTiny, eval_dir: str | Path, proc
     shift, then AbsRel / δ1); ``abs_rel_gap`` = |AbsRel(tiny) − AbsRel(full)|. ``mean_abs_diff``
     compares the two depth outputs directly (pipeline units, [0, 1]).
     """
+    from .data.base import usable_items
     from .data.synthetic import FAR, NEAR, SyntheticDepthDataset
     from .metrics import aggregate, compute_depth_metrics
     from .pipeline import FiffDepthPipeline
@@ -268,16 +276,17 @@ def compare_decoders(model, decoder: AutoencoderTiny, eval_dir: str | Path, proc
     tiny = FiffDepthPipeline.from_model(model, decoder=decoder)
     per = {"full": [], "tiny": []}
     diffs = []
-    for i in range(n):
-        item = ds[i]
+    for item in usable_items(ds, n):  # a bad scene is dropped and counted, never replaced
         gt, valid = item["depth"][0].numpy(), item["valid_mask"][0].numpy()
         preds = {}
         for name, pipe in (("full", full), ("tiny", tiny)):
             preds[name] = pipe(item["image"], processing_resolution=processing_resolution).prediction[0, ..., 0]
             per[name].append(compute_depth_metrics(preds[name], gt, valid, NEAR, FAR))
         diffs.append(float(np.abs(preds["full"] - preds["tiny"]).mean()))
+    if not diffs:
+        raise FiffDepthError(f"{eval_dir}: none of its {len(ds)} evaluation scenes is usable ({ds.skipped} bad)")
     full_m, tiny_m = aggregate(per["full"]), aggregate(per["tiny"])
-    return {"scenes": n, "abs_rel_full": full_m["abs_rel"], "abs_rel_tiny": tiny_m["abs_rel"],
+    return {"scenes": len(diffs), "skipped": ds.skipped, "abs_rel_full": full_m["abs_rel"], "abs_rel_tiny": tiny_m["abs_rel"],
             "abs_rel_gap": abs(tiny_m["abs_rel"] - full_m["abs_rel"]),
             "delta1_full": full_m["delta1"], "delta1_tiny": tiny_m["delta1"],
             "mean_abs_diff": float(np.mean(diffs)), "eval_dir": str(eval_dir)}

@@ -40,13 +40,14 @@ def collect_predictions(out: str | os.PathLike, methods: Sequence[str], n_scenes
                         marigold_steps: int = 4, marigold_ensemble: int = 1, device: str = "cpu"):
     """(images, {method: [depth]}) for the first held-out scenes and real photos."""
     from . import stages
+    from .data.base import usable_items
     from .data.io import list_files, read_rgb
     from .data.synthetic import SyntheticDepthDataset
     from .evaluate import predict_depths
 
     L = stages.layout(out)
     ds = SyntheticDepthDataset(L.eval)
-    images = [ds[i]["image"] for i in range(min(n_scenes, len(ds)))]
+    images = [it["image"] for it in usable_items(ds, n_scenes)]
     import torch
 
     images += [torch.from_numpy(read_rgb(f)).permute(2, 0, 1).float() / 255.0 for f in list_files(L.real)[:n_photos]]

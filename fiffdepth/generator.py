@@ -426,6 +426,7 @@ def generator_figures(generator_dir: str | Path, scenes_dir: str | Path, out_dir
     import numpy as np
 
     from . import plots
+    from .data.base import usable_items
     from .data.synthetic import SyntheticDepthDataset
     from .model import FiffDepthModel
 
@@ -440,7 +441,7 @@ def generator_figures(generator_dir: str | Path, scenes_dir: str | Path, out_dir
     plots.image_grid([s.permute(1, 2, 0).numpy() for s in samples], cols=min(8, n), out=paths["samples"],
                      title=f"tiny generator: {n} DDIM samples ({sample_steps} steps, {res} px)")
     ds = SyntheticDepthDataset(scenes_dir, resolution=res)
-    items = [ds[i] for i in range(min(4, len(ds)))]
+    items = list(usable_items(ds, 4))
     images = torch.stack([it["image"] for it in items])
     with torch.no_grad():
         rec = ImageCodec(model.vae).decode(ImageCodec(model.vae).encode(images))

@@ -233,10 +233,11 @@ class Lab:
     def images(self) -> list:
         """The explorer's images: the first ``n_show`` held-out scenes of each domain, (H, W, 3) in [0, 1]."""
         if self._images is None:
+            from .data.base import usable_items
             from .data.synthetic import SyntheticDepthDataset
 
             sets = [SyntheticDepthDataset(p) for p in (self.L.eval, self.L.eval_real) if p.is_dir()]
-            self._images = [ds[i]["image"] for ds in sets for i in range(min(self.n_show, len(ds)))]
+            self._images = [it["image"] for ds in sets for it in usable_items(ds, self.n_show)]
         return [im.permute(1, 2, 0).numpy() for im in self._images]
 
     def predictions(self, method: str) -> tuple[list, list | None]:

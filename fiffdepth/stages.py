@@ -674,6 +674,7 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     import torch
 
     from . import plots
+    from .data.base import usable_items
     from .data.io import list_files, read_rgb
     from .data.synthetic import SyntheticDepthDataset
     from .evaluate import predict_depths
@@ -687,7 +688,7 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     # held-out scenes: half synthetic, half real-styled (when that set exists)
     domains = [SyntheticDepthDataset(L.eval)] + ([SyntheticDepthDataset(L.eval_real)] if L.eval_real.is_dir() else [])
     per = [(n_images + 1) // len(domains)] + [n_images // len(domains)] * (len(domains) - 1)
-    items = [ds[i] for ds, k in zip(domains, per) for i in range(min(k, len(ds)))]
+    items = [it for ds, k in zip(domains, per) for it in usable_items(ds, k)]
     scenes = [it["image"] for it in items]
     gts = [it["depth"][0].numpy() for it in items]
     valids = [it["valid_mask"][0].numpy() for it in items]

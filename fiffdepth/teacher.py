@@ -490,13 +490,13 @@ def evaluate_teacher(teacher: Teacher, data_dir, resolution: int | None = None, 
                      max_depth: float = 150.0) -> dict[str, float]:
     """AbsRel and δ1 of the teacher on embedded-layout scenes at their own resolution, with
     Marigold's protocol for disparity models (least-squares fit in disparity, clip, metrics)."""
+    from .data.base import usable_items
     from .data.synthetic import SyntheticDepthDataset
     from .metrics import aggregate, compute_depth_metrics
 
     ds = SyntheticDepthDataset(data_dir)
     per_image = []
-    for i in range(len(ds)):
-        it = ds[i]
+    for it in usable_items(ds):
         disp = teacher.predict_disparity(it["image"][None], resolution)[0]
         gt, mask = it["depth"][0].numpy(), it["valid_mask"][0].numpy()
         per_image.append(compute_depth_metrics(disp, gt, mask, min_depth, max_depth, alignment="disparity"))

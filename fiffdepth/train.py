@@ -181,9 +181,11 @@ def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 
 
 
 def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = True):
-    """(synthetic cache, real cache or None) for the config's data, built once per VAE/settings."""
+    """(synthetic cache, real cache or None) for the config's data, built once per VAE/settings.
+    Files are read by ``data.num_workers`` DataLoader workers (``usable_items``), in order."""
     res = cfg.data.resolution
     seed = cfg.train.seed
+    workers = cfg.data.num_workers  # reads files in parallel; the cache is the same bytes for any count
     syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
     if not syn_sets:
         raise ConfigError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
@@ -194,7 +196,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def syn_items():  # scene-major: the n_aug versions of a scene are adjacent; bad scenes dropped
         k = 0
         for d in syn_sets:
-            for item in usable_items(d):
+            for item in usable_items(d, num_workers=workers):
                 for v in range(n_aug):
                     yield _augment(item, res, seed, k, v)
                 k += 1
@@ -208,7 +210,6 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     if not pseudo_dir.is_dir():
         raise DataError(f"{pseudo_dir}: pseudo-label folder not found (run `fiffdepth pseudolabel` first)")
     real_sets = [_real_dataset(e) for e in cfg.data.real]
-    n_real = sum(len(d) for d in real_sets) * n_aug
     real_src = {"real": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.real, real_sets)],
                 "pseudo": files_fingerprint(pseudo_dir.rglob("*.npy")), "augmentations": n_aug, "seed": seed}
     missing = []
@@ -216,7 +217,7 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     def real_items():
         k = 0
         for d in real_sets:
-            for item in usable_items(d):
+            for item in usable_items(d, num_workers=workers):
                 try:
                     label = pseudo_label_path(pseudo_dir, item["name"])
                     depth = np.load(label, allow_pickle=False).astype(np.float32)
@@ -236,8 +237,9 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
                     yield _augment(labelled, res, seed, 10_000_000 + k, v)
                 k += 1
 
-    real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items, n_real, vae,
-                              progress=progress, description="real")
+    # the count is only needed to build: listing tar shards reads their headers
+    real = build_latent_cache(cache_root, "real-" + cache_key(vae, res, real_src), real_items,
+                              lambda: sum(len(d) for d in real_sets) * n_aug, vae, progress=progress, description="real")
     if missing:
         warnings.warn(f"{len(missing)} real image(s) had no usable pseudo-label and were skipped")
     if real.valid_pixels() == 0:  # the teacher term would be exactly 0 for the whole run

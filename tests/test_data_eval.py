@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from fiffdepth.data import DIODE, ETH3D, PROTOCOLS, DataError, KITTIEigen, NYUv2, ScanNet
+from fiffdepth.data.base import usable_items
 from fiffdepth.data.eval_sets import eval_crop_mask
 
 
@@ -108,5 +109,11 @@ def test_eval_all_invalid_raises_naming_file(tmp_path):
     (tmp_path / "s.txt").write_text("c.jpg d.png\n")
     with pytest.raises(DataError, match="c.jpg: no valid depth"):
         ScanNet(tmp_path, tmp_path / "s.txt")[0]
-    with pytest.warns(UserWarning, match="c.jpg"), pytest.raises(DataError, match="none of its 1"):
+    with pytest.raises(DataError, match="c.jpg: no valid depth"):  # iterating an evaluation set raises too
+        list(usable_items(ScanNet(tmp_path, tmp_path / "s.txt")))
+    with pytest.raises(DataError, match="c.jpg: no valid depth"):  # on_bad governs iteration, not ds[i]
         ScanNet(tmp_path, tmp_path / "s.txt", on_bad="skip")[0]
+    lenient = ScanNet(tmp_path, tmp_path / "s.txt", on_bad="skip")
+    with pytest.warns(UserWarning, match="c.jpg"):
+        assert list(usable_items(lenient)) == []
+    assert lenient.skipped == 1

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from fiffdepth.data import DataError
+from fiffdepth.data.base import usable_items
 from fiffdepth.data.synthetic import (
     THIN_MIN_PX, SyntheticDepthDataset, render_scene, scene_seed, thin_structure_mask, write_synthetic_dataset,
 )
@@ -64,9 +66,13 @@ def test_dataset_reads_layout_augments_and_skips_bad(tmp_path):
     assert x["image"].shape == (3, 32, 32) and x["depth"].shape == (1, 32, 32) and x["valid_mask"].dtype == torch.bool
     assert torch.equal(ds[0]["image"], x["image"]) and torch.equal(ds[0]["depth"], x["depth"])
     assert ((x["depth"] > 0) == x["valid_mask"]).all()
+    with pytest.raises(DataError, match="000001: no valid depth"):  # never silently item 2 instead
+        ds[1]
+    assert ds.skipped == 0
     with pytest.warns(UserWarning, match="000001"):
-        y = ds[1]
-    assert y["name"] == "000002" and ds.skipped == 1
+        names = [it["name"] for it in usable_items(ds)]
+    assert names == ["000000", "000002"] and ds.skipped == 1  # dropped once, not replaced
+    assert [it["name"] for it in usable_items(ds, limit=1)] == ["000000"]
     full = SyntheticDepthDataset(tmp_path)[0]
     ref = np.load(tmp_path / "depth" / "000000.npy")
     assert np.allclose(full["depth"][0].numpy(), ref)

@@ -1,6 +1,7 @@
 import io
 import math
 import tarfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +13,7 @@ from fiffdepth.data import (
     DataError, EmbeddedRealImages, HypersimDataset, HypersimRawDataset, ImageFolder, TarShards, VirtualKITTI2Dataset,
     embedded_real_images,
 )
+from fiffdepth.data.base import usable_items
 from fiffdepth.data.hypersim import distance_to_planar
 
 
@@ -86,11 +88,13 @@ def test_vkitti_bad_depth_png_skipped_with_count(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / rgb_rel)
     _png(tmp_path / "depth/S/clone/frames/depth/Camera_0/depth_00000.png", np.zeros((8, 8), np.uint8))  # 8-bit
     ds = VirtualKITTI2Dataset(tmp_path, kb_crop=False)
-    with pytest.warns(UserWarning, match="depth_00000.png"), pytest.raises(DataError, match="none of its 1"):
+    with pytest.raises(DataError, match="depth_00000.png: expected a 16-bit"):
         ds[0]
+    with pytest.warns(UserWarning, match="depth_00000.png"):
+        assert list(usable_items(ds)) == []
     assert ds.skipped == 1
-    with pytest.raises(DataError, match="16-bit"):
-        VirtualKITTI2Dataset(tmp_path, kb_crop=False, on_bad="raise")[0]
+    with pytest.raises(DataError, match="depth_00000.png: expected a 16-bit"):
+        list(usable_items(VirtualKITTI2Dataset(tmp_path, kb_crop=False, on_bad="raise")))
 
 
 def test_image_folder_and_tar_shards(tmp_path):
@@ -99,8 +103,10 @@ def test_image_folder_and_tar_shards(tmp_path):
     (tmp_path / "imgs" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
     ds = ImageFolder(tmp_path / "imgs", resolution=8)
     assert len(ds) == 3 and ds[0]["image"].shape == (3, 8, 8)
+    with pytest.raises(DataError, match="3.jpg: cannot decode"):  # sorted: 2.png, 3.jpg, a/1.png
+        ds[1]
     with pytest.warns(UserWarning, match="3.jpg"):
-        assert ds[1]["name"] == "a/1.png"  # sorted: 2.png, 3.jpg, a/1.png; wraps to the next readable one
+        assert [it["name"] for it in usable_items(ds)] == ["2.png", "a/1.png"]
     assert ds.skipped == 1
     (tmp_path / "none").mkdir()
     with pytest.raises(DataError, match="none"):
@@ -118,9 +124,45 @@ def test_image_folder_and_tar_shards(tmp_path):
             txt.size = 3
             tar.addfile(txt, io.BytesIO(b"cap"))
     (tmp_path / "bad.tar").write_bytes(b"garbage" * 100)
-    with pytest.warns(UserWarning, match="bad.tar"):
-        ts = TarShards(str(tmp_path / "*.tar"))
-    assert len(ts) == 2 and ts.skipped == 1 and ts[1]["image"].shape == (3, 5, 7)
+    ts = TarShards(str(tmp_path / "*.tar"))
+    with pytest.warns(UserWarning, match="bad.tar"):  # found when the shards are first listed
+        assert len(ts) == 2
+    assert ts.skipped == 1 and ts[1]["image"].shape == (3, 5, 7) and ts[1]["name"] == "000000.tar:s1.jpg"
+
+
+def _shard(path, members, size=(5, 7)):
+    with tarfile.open(path, "w") as tar:
+        for name in members:
+            buf = io.BytesIO()
+            Image.fromarray(np.full((*size, 3), 30, np.uint8)).save(buf, format="PNG")
+            info = tarfile.TarInfo(name)
+            info.size = buf.tell()
+            buf.seek(0)
+            tar.addfile(info, buf)
+
+
+def test_tar_shards_open_only_the_shard_they_read(tmp_path, monkeypatch):
+    """Issue 15: no shard is opened to construct; listing reads each once; an item opens only its own shard."""
+    _shard(tmp_path / "b.tar", ["k0.png", "sub/k1.png"])
+    _shard(tmp_path / "a.tar", ["z.png", "y.png"])
+    _shard(tmp_path / "c.tar", ["../up.png"])
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda path, *a, **k: opened.append(Path(path).name) or real_open(path, *a, **k))
+    ts = TarShards(tmp_path)
+    assert opened == []
+    assert len(ts) == 5 and opened == ["a.tar", "b.tar", "c.tar"]  # counted once, in sorted order
+    opened.clear()
+    assert ts[3]["name"] == "b.tar:sub/k1.png" and opened == ["b.tar"]
+    assert ts.name(2) == "b.tar:k0.png" and opened == ["b.tar"]  # the shard's index is kept
+    assert [ts.name(i) for i in range(5)] == ["a.tar:z.png", "a.tar:y.png", "b.tar:k0.png", "b.tar:sub/k1.png",
+                                              "c.tar:../up.png"]  # shard order, then member order
+    assert opened == ["b.tar", "a.tar", "b.tar", "c.tar"]
+    with pytest.raises(IndexError):
+        ts.name(5)
+    _shard(tmp_path / "a.tar", ["z.png"])  # rewritten after it was listed
+    with pytest.raises(DataError, match="a.tar: tar shard changed since it was listed"):
+        ts[0]
 
 
 def test_embedded_real_images():

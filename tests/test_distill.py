@@ -132,3 +132,22 @@ def test_cli_distill_decoder(tmp_path, model_dir, synth_dir):
     assert (out / "config.json").is_file() and (out / DECODER_META).is_file()
     assert main(["distill-decoder", "--model", str(model_dir), "--data", str(tmp_path / "nothing"),
                  "--steps", "1", "--no-progress"]) == 2
+
+
+def test_a_bad_scene_is_dropped_and_counted_not_replaced(tmp_path, distilled, model_dir):
+    import numpy as np
+
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.distill import compare_decoders, distillation_pairs
+    from fiffdepth.model import FiffDepthModel
+
+    write_synthetic_dataset(tmp_path, n=3, size=32, seed=0, progress=False)
+    np.save(tmp_path / "depth" / "000001.npy", np.full((32, 32), np.nan, np.float32))  # no valid pixel
+    model = FiffDepthModel.from_pretrained(model_dir)
+    with pytest.warns(UserWarning, match="000001"):
+        lat, tgt = distillation_pairs(model, tmp_path, 32, batch_size=2, progress=False)
+    assert len(lat) == len(tgt) == 4  # 2 usable scenes × (GT latent, d0); scene 2 not used twice
+    decoder = load_depth_decoder(model_dir / DECODER_DIR, vae=model.vae)
+    with pytest.warns(UserWarning, match="000001"):
+        report = compare_decoders(model, decoder, tmp_path, processing_resolution=32)
+    assert report["scenes"] == 2 and report["skipped"] == 1

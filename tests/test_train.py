@@ -267,6 +267,42 @@ def test_bad_scenes_are_dropped_counted_once_and_kept_out_of_heldout(tmp_path, t
     assert held_names == {"000007"} and not train_names & held_names
 
 
+
+def test_cache_is_the_same_bytes_for_any_number_of_loader_workers(tmp_path, tiny_vae):
+    """Issue 15: data.num_workers reads files in DataLoader workers; order, drops and bytes are unchanged."""
+    import warnings
+
+    import numpy as np
+
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.train import build_caches, config_hash
+
+    synth = tmp_path / "synth"
+    write_synthetic_dataset(synth, n=6, size=32, seed=0, progress=False)
+    (synth / "rgb" / "000003.png").write_bytes(b"not a png")
+    real, pseudo = _real_folder(tmp_path, n=4), tmp_path / "pseudo"
+    (real / "r2.png").write_bytes(b"\x89PNG truncated")
+    pseudo.mkdir()
+    for i in range(4):
+        np.save(pseudo / f"r{i}.npy", np.linspace(1, 2, 32 * 32, dtype=np.float32).reshape(32, 32))
+    built = {}
+    for workers in (0, 2):
+        cfg = _cache_cfg(synth, real, pseudo, **{"data.num_workers": workers})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            syn, rl = build_caches(cfg, tiny_vae, tmp_path / f"cache{workers}", progress=False)
+        dropped = [str(w.message) for w in caught if "dropping bad sample" in str(w.message)]
+        assert len(dropped) == 2 and "000003.png" in dropped[0] and "r2.png" in dropped[1]  # each once
+        assert syn.names == [s for s in ["000000", "000001", "000002", "000004", "000005"] for _ in range(2)]
+        assert rl.names == [r for r in ["r0.png", "r1.png", "r3.png"] for _ in range(2)]
+        built[workers] = ({f.relative_to(tmp_path / f"cache{workers}"): f.read_bytes()
+                           for f in sorted((tmp_path / f"cache{workers}").rglob("*")) if f.is_file()},
+                          config_hash(cfg))
+    files0, hash0 = built[0]
+    files2, hash2 = built[2]
+    assert len(files0) == 4 and files0 == files2  # same cache keys, shards and indexes, byte for byte
+    assert hash0 == hash2  # data.num_workers is a run setting, not a method setting
+
 def _real_folder(tmp_path, n=3, size=32):
     import numpy as np
     from PIL import Image
@@ -299,7 +335,7 @@ def test_all_invalid_pseudo_labels_are_an_error_not_a_silent_zero(tmp_path, tiny
         build_caches(_cache_cfg(tmp_path / "synth", real, pseudo), tiny_vae, tmp_path / "cache", progress=False)
 
 
-def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path, tiny_vae):
+def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path, tiny_vae, monkeypatch):
     import io
     import tarfile
 
@@ -334,6 +370,13 @@ def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path
         _, real = build_caches(_cache_cfg(tmp_path / "synth", shards, pseudo), tiny_vae, tmp_path / "cache",
                                progress=False)
     assert sorted(set(real.names)) == ["000.tar:a.jpg", "000.tar:sub/b.jpg", "001.tar:a.jpg", "001.tar:sub/b.jpg"]
+    # a run that finds the cache built opens no shard (issue 15: listing LAION shards reads every header)
+    def no_open(*args, **kwargs):
+        raise AssertionError("a tar shard was opened")
+
+    monkeypatch.setattr(tarfile, "open", no_open)
+    _, again = build_caches(_cache_cfg(tmp_path / "synth", shards, pseudo), tiny_vae, tmp_path / "cache", progress=False)
+    assert again.dir == real.dir and again.names == real.names
 
 
 class _RecordingCache:

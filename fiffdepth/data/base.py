@@ -1,19 +1,21 @@
 """What every depth dataset shares: the skip-or-raise policy and the training augmentation.
 
 A subclass implements ``__len__`` and ``load(i) -> dict`` (an item from ``io.depth_item``
-before augmentation) and may raise ``DataError``. ``__getitem__`` applies the policy
-documented in ``fiffdepth.data.io`` and, when ``resolution`` is set, a square random crop,
-resize and horizontal flip drawn from ``numpy.random.default_rng([seed, index])`` so that
+before augmentation) and may raise ``DataError``. ``dataset[i]`` is item ``i`` or that
+``DataError``, never another item; ``usable_items`` applies the skip-or-raise policy
+documented in ``fiffdepth.data.io``. When ``resolution`` is set, an item is a square random
+crop, resize and horizontal flip drawn from ``numpy.random.default_rng([seed, index])``, so
 item ``i`` under the same seed is bit-identical across runs and worker counts.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .io import DataError
 
@@ -66,7 +68,13 @@ class DepthDataset(Dataset):
     def load(self, index: int) -> dict:
         raise NotImplementedError
 
-    def _item(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> dict:
+        """Item ``index``; a bad one raises ``DataError`` naming its file (``on_bad`` applies to
+        ``usable_items``, which drops or raises)."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
         item = self.load(index)
         if self.resolution is not None:
             rng = np.random.default_rng([self.seed, index])
@@ -75,33 +83,54 @@ class DepthDataset(Dataset):
             raise DataError(f"{item['name']}: no valid depth pixel")
         return item
 
-    def __getitem__(self, index: int) -> dict:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(index)
-        index %= n
-        if self.on_bad == "raise":
-            return self._item(index)
-        for k in range(n):
-            try:
-                return self._item((index + k) % n)
-            except DataError as err:
-                self.skipped += 1
-                warnings.warn(f"skipping bad sample ({self.skipped} so far): {err}", stacklevel=2)
-        raise DataError(f"{type(self).__name__}: none of its {n} samples is usable")
+
+@dataclass(frozen=True)
+class BadSample:
+    """What a loader worker hands back in place of a bad item: the ``DataError`` message."""
+
+    message: str
 
 
-def usable_items(dataset):
-    """Each usable item of ``dataset`` once, in order: a bad one (``DataError``) is dropped, not
-    replaced by its neighbour as ``dataset[i]`` does, and counted once in ``dataset.skipped``.
-    This is how a cache or a split is built, so no sample appears twice."""
-    load = getattr(dataset, "_item", dataset.__getitem__)
-    for i in range(len(dataset)):
+class _ItemOrBadSample(Dataset):
+    """``dataset[i]``, or a ``BadSample`` in its place, so a bad file never stops a worker."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
         try:
-            item = load(i)
+            return self.dataset[index]
         except DataError as err:
+            return BadSample(str(err))
+
+
+def _as_is(sample):
+    return sample
+
+
+def usable_items(dataset, limit: int | None = None, num_workers: int = 0):
+    """Each usable item of ``dataset`` once, in order (the first ``limit`` of them), read by a
+    ``torch.utils.data.DataLoader`` with ``num_workers`` worker processes (0: this process);
+    the items and their order are the same for any ``num_workers``. A bad one (``DataError``)
+    is dropped, counted once in ``dataset.skipped`` and named in a warning; or, under
+    ``on_bad="raise"``, raised. This is how a cache, a split or a figure's scenes are read, so
+    no sample appears twice and none is silently replaced."""
+    if limit is not None and limit <= 0:
+        return
+    loader = DataLoader(_ItemOrBadSample(dataset), batch_size=None, shuffle=False, num_workers=num_workers,
+                        collate_fn=_as_is)
+    found = 0
+    for item in loader:
+        if isinstance(item, BadSample):
+            if getattr(dataset, "on_bad", "skip") == "raise":
+                raise DataError(item.message)
             dataset.skipped = getattr(dataset, "skipped", 0) + 1
-            warnings.warn(f"dropping bad sample ({dataset.skipped} so far): {err}", stacklevel=2)
+            warnings.warn(f"dropping bad sample ({dataset.skipped} so far): {item.message}", stacklevel=2)
             continue
         yield item
-
+        found += 1
+        if found == limit:
+            return

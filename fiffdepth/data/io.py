@@ -10,13 +10,14 @@ Policy for bad input (the same in every loader of ``fiffdepth.data``):
   expanded, 16-bit kept as ``uint16``, PIL's decompression-bomb guard. Datasets get ``uint8
   (H, W, 3)`` from it (``read_rgb``: 16-bit scaled by 255 / 65535, float must lie in [0, 1]).
 - Depth values that are NaN, +-inf, zero or negative are invalid: depth 0 and mask False.
-- Training datasets (synthetic, Hypersim, Virtual KITTI, real folders/tars) *skip and count*
-  an item that raises ``DataError`` or has no valid depth: ``warnings.warn`` names the file,
-  ``dataset.skipped`` is incremented and ``dataset[i]`` returns the next index instead, so an
-  epoch never stops on one bad file. Caches and splits are built with
-  ``data.base.usable_items``, which drops the bad item instead (no sample twice). Evaluation datasets *raise* instead (``on_bad="raise"``),
-  because silently dropping a test image changes the benchmark; pass ``on_bad="skip"`` to
-  override.
+- ``dataset[i]`` is item ``i`` or a ``DataError`` naming its file (also for an item with no
+  valid depth); it is never silently replaced by another item.
+- Datasets are read through ``data.base.usable_items`` (caches, splits, figures). Training
+  datasets (synthetic, Hypersim, Virtual KITTI, real folders/tars) *drop and count* a bad
+  item there: ``warnings.warn`` names the file and ``dataset.skipped`` is incremented once, so
+  a cache build never stops on one bad file and no sample appears twice. Evaluation datasets
+  *raise* instead (``on_bad="raise"``), because silently dropping a test image changes the
+  benchmark; pass ``on_bad="skip"`` to override.
 - A folder with no matching file raises ``DataError`` naming the folder.
 """
 

@@ -2,8 +2,9 @@
 
 These feed the real-image branch of training (the paper's t = -1 step on LAION-Art, supervised
 by the teacher) and the qualitative figures. Items are ``{"image": (3,H,W) float32 in [0,1],
-"name": str}``. Unreadable files are skipped with a warning naming them and counted in
-``dataset.skipped`` (see ``fiffdepth.data.io``).
+"name": str}``. ``dataset[i]`` of an unreadable file raises ``DataError`` naming it;
+``data.base.usable_items`` skips it with a warning and counts it in ``dataset.skipped`` (see
+``fiffdepth.data.io``).
 
 Webdataset shards are plain tar files whose members share a key (the path up to the first dot
 of the basename): ``000123.jpg``, ``000123.txt``, ``000123.json``. Only the image member is
@@ -12,6 +13,7 @@ read here; no ``webdataset`` dependency.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import glob
 import os
@@ -117,7 +119,10 @@ def embedded_real_images(n: int | None = None, size: int | None = None, seed: in
 
 
 class _RealBase(Dataset):
-    """Shared skip-and-count policy and optional ``resolution`` crop for unlabeled images."""
+    """Optional ``resolution`` crop for unlabeled images; ``skipped`` counts the bad ones
+    ``usable_items`` dropped (and unreadable tar shards)."""
+
+    on_bad = "skip"
 
     def __init__(self, resolution: int | None, seed: int):
         self.resolution, self.seed, self.skipped = resolution, seed, 0
@@ -125,8 +130,10 @@ class _RealBase(Dataset):
     def read(self, index: int) -> tuple[np.ndarray, str]:
         raise NotImplementedError
 
-    def _item(self, index: int) -> dict:
-        """Item ``index`` or ``DataError`` (``data.base.usable_items`` drops those)."""
+    def __getitem__(self, index: int) -> dict:
+        """Item ``index``, or ``DataError`` naming the file (``data.base.usable_items`` drops those)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
         rgb, name = self.read(index)
         if self.resolution is None:
             return {"image": image_tensor(rgb), "name": name}
@@ -139,18 +146,6 @@ class _RealBase(Dataset):
         if rng.random() < 0.5:
             image = image.flip(-1)
         return {"image": _resize(image, self.resolution).contiguous(), "name": name}
-
-    def __getitem__(self, index: int) -> dict:
-        n = len(self)
-        if not 0 <= index < n:
-            raise IndexError(index)
-        for k in range(n):
-            try:
-                return self._item((index + k) % n)
-            except DataError as err:
-                self.skipped += 1
-                warnings.warn(f"skipping bad image ({self.skipped} so far): {err}", stacklevel=2)
-        raise DataError(f"{type(self).__name__}: none of its {n} images is readable")
 
 
 class ImageFolder(_RealBase):
@@ -171,7 +166,12 @@ class ImageFolder(_RealBase):
 
 class TarShards(_RealBase):
     """Images inside webdataset-style tar shards (LAION-Art style); ``shards`` is a glob,
-    a directory, or a list of paths. A shard that cannot be opened is skipped with a warning."""
+    a directory, or a list of paths. Items in shard order (sorted), then member order.
+
+    Streamed: the constructor opens no shard; ``len`` reads the headers once and keeps one
+    count per shard; item ``i`` opens only its own shard and keeps that one shard's member
+    index, so memory does not grow with the number of images. A shard that cannot be read
+    when counting is skipped with a warning and counted in ``skipped``."""
 
     def __init__(self, shards, resolution: int | None = None, seed: int = 0):
         super().__init__(resolution, seed)
@@ -182,30 +182,62 @@ class TarShards(_RealBase):
             paths = [Path(s) for s in shards]
         if not paths:
             raise DataError(f"{shards}: no tar shards found")
-        self.index: list[tuple[Path, str, int, int]] = []  # shard, member name, offset, size
-        for path in paths:
-            try:
-                with tarfile.open(path) as tar:
-                    for m in tar.getmembers():
-                        if m.isfile() and os.path.splitext(m.name)[1].lower() in IMAGE_EXTENSIONS:
-                            self.index.append((path, m.name, m.offset_data, m.size))
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-                self.skipped += 1
-                warnings.warn(f"skipping unreadable shard {path}: {err}")
-        if not self.index:
-            raise DataError(f"{shards}: the tar shards hold no image")
+        self.source, self.paths = shards, paths
+        self._starts: list[int] | None = None  # first item of each shard, then the total
+        self._open: tuple[int, list[tuple[str, int, int]]] | None = None  # (shard, its image members)
+
+    @staticmethod
+    def _members(path: Path) -> list[tuple[str, int, int]]:
+        """(name, data offset, size) of each image member of one shard, in tar order."""
+        with tarfile.open(path) as tar:
+            return [(m.name, m.offset_data, m.size) for m in tar
+                    if m.isfile() and os.path.splitext(m.name)[1].lower() in IMAGE_EXTENSIONS]
+
+    def _shard_starts(self) -> list[int]:
+        if self._starts is None:
+            starts = [0]
+            for path in self.paths:
+                try:
+                    n = len(self._members(path))
+                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                    self.skipped += 1
+                    warnings.warn(f"skipping unreadable shard {path}: {err}")
+                    n = 0
+                starts.append(starts[-1] + n)
+            if starts[-1] == 0:
+                raise DataError(f"{self.source}: the tar shards hold no image")
+            self._starts = starts
+        return self._starts
 
     def __len__(self) -> int:
-        return len(self.index)
+        return self._shard_starts()[-1]
+
+    def _member(self, index: int) -> tuple[Path, str, int, int]:
+        """(shard, member name, data offset, size) of item ``index``; indexes only its shard."""
+        starts = self._shard_starts()
+        if not 0 <= index < starts[-1]:
+            raise IndexError(index)
+        k = bisect.bisect_right(starts, index) - 1
+        path = self.paths[k]
+        if self._open is None or self._open[0] != k:
+            try:
+                members = self._members(path)
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                raise DataError(f"{path}: cannot read tar shard ({err})") from err
+            if len(members) != starts[k + 1] - starts[k]:
+                raise DataError(f"{path}: tar shard changed since it was listed "
+                                f"({len(members)} images, {starts[k + 1] - starts[k]} before)")
+            self._open = (k, members)
+        return (path, *self._open[1][index - starts[k]])
 
     def name(self, index: int) -> str:
         """The member's name, relative like ImageFolder's: ``<shard file>:<member>`` (its
         pseudo-label is ``pseudo_label_path(pseudo_dir, name)``)."""
-        path, member = self.index[index][:2]
+        path, member = self._member(index)[:2]
         return f"{path.name}:{member}"
 
     def read(self, index: int) -> tuple[np.ndarray, str]:
-        path, member, offset, size = self.index[index]
+        path, member, offset, size = self._member(index)
         where = f"{path}:{member}"
         try:
             with open(path, "rb") as f:

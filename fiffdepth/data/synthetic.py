@@ -19,7 +19,6 @@ Scene ``i`` is rendered from ``scene_seed(seed, i)``, so output does not depend 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import math
 import os
@@ -866,7 +865,7 @@ def load_scene_tensors(dirs, resolution: int, seed: int = 0, max_scenes: int | N
     items = []
     for d in dirs if isinstance(dirs, (list, tuple)) else [dirs]:
         ds = SyntheticDepthDataset(d, resolution=resolution, seed=seed)
-        items += list(itertools.islice(usable_items(ds), max_scenes or len(ds)))
+        items += list(usable_items(ds, max_scenes))
     return tuple(torch.stack([it[k] for it in items]) for k in ("image", "depth", "valid_mask"))
 
 
