@@ -43,6 +43,10 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- sources
 
 
+# what reading a tar archive, or a member of one, can raise (corrupt, truncated or unreadable)
+TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)
+
+
 class Root:
     """A dataset root that is either a directory or a tar archive (Marigold ships tars).
 
@@ -68,7 +72,7 @@ class Root:
             try:
                 self._tar = tarfile.open(self.path)
                 self._members = {m.name.removeprefix("./"): m for m in self._tar.getmembers() if m.isfile()}
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            except TAR_ERRORS as err:
                 raise DataError(f"{self.path}: cannot read tar archive ({err})") from err
         return self._members
 
@@ -83,7 +87,7 @@ class Root:
             raise DataError(f"{self.describe(rel)}: no such member")
         try:
             return self._tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        except TAR_ERRORS as err:
             raise DataError(f"{self.describe(rel)}: cannot read member ({err})") from err
 
     def __getstate__(self):  # DataLoader workers re-open the tar lazily

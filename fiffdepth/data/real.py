@@ -19,7 +19,6 @@ import glob
 import os
 import tarfile
 import warnings
-import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .io import IMAGE_EXTENSIONS, DataError, image_tensor, list_files, read_rgb
+from .io import IMAGE_EXTENSIONS, TAR_ERRORS, DataError, image_tensor, list_files, read_rgb
 
 # Natural photos that ship inside the scikit-image wheel (no pooch download needed).
 # camera, coins and moon are grayscale and get replicated to RGB by ``read_rgb``.
@@ -199,7 +198,7 @@ class TarShards(_RealBase):
             for path in self.paths:
                 try:
                     n = len(self._members(path))
-                except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+                except TAR_ERRORS as err:
                     self.skipped += 1
                     warnings.warn(f"skipping unreadable shard {path}: {err}")
                     n = 0
@@ -222,7 +221,7 @@ class TarShards(_RealBase):
         if self._open is None or self._open[0] != k:
             try:
                 members = self._members(path)
-            except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            except TAR_ERRORS as err:
                 raise DataError(f"{path}: cannot read tar shard ({err})") from err
             if len(members) != starts[k + 1] - starts[k]:
                 raise DataError(f"{path}: tar shard changed since it was listed "
