@@ -6,11 +6,14 @@ the VAE weights and config, the codec settings, the resolution and the source fi
 sizes, mtimes). Training reads latents when the key matches and rebuilds when it does not.
 
 Each shard holds ``x0`` (N, C, h, w) image latents, ``d`` (N, C, h, w) depth latents and
-``mask`` (N, 1, h, w) latent valid masks (Marigold's whole-patch rule), in float32.
+``mask`` (N, 1, h, w) latent valid masks (Marigold's whole-patch rule), in float32. A shard
+holds one frame shape; a cache may hold several (Virtual KITTI keeps its own, see
+``shape_buckets``).
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -78,6 +81,7 @@ class LatentCache(torch.utils.data.Dataset):
             self.offsets.append(self.offsets[-1] + c)
         self.names = self.index["names"]
         self._open: dict[int, dict] = {}
+        self._shapes: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -98,6 +102,19 @@ class LatentCache(torch.utils.data.Dataset):
         j = i - self.offsets[k]
         return s["x0"][j], s["d"][j], s["mask"][j]
 
+    def shape_buckets(self, indices: Iterable[int]) -> list[list[int]]:
+        """``indices`` grouped by latent shape, in order of first appearance (a single group when
+        every latent has the same shape); read from the shard headers."""
+        if self._shapes is None:
+            self._shapes = []
+            for shard in self.shards:
+                with safe_open(str(shard), framework="pt") as f:
+                    self._shapes.append(tuple(f.get_slice("x0").get_shape()[1:]))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in indices:
+            groups.setdefault(self._shapes[bisect.bisect_right(self.offsets, i) - 1], []).append(i)
+        return list(groups.values())
+
     def valid_pixels(self) -> int:
         """Valid latent pixels over the whole cache (reads only the masks)."""
         total = 0
@@ -113,10 +130,11 @@ class LatentCache(torch.utils.data.Dataset):
         return tuple(torch.stack(t) for t in zip(*items))
 
 
-def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[dict]], n_items: int | Callable[[], int], vae,
-                       shard_size: int = 256, batch_size: int = 16, progress: bool = True,
+def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[dict]],
+                       n_items: int | Callable[[], int], vae, shard_size: int = 256, batch_size: int = 16, progress: bool = True,
                        description: str = "cache") -> LatentCache:
-    """Encode ``items()`` (dicts with image (3,H,W) [0,1], depth (1,H,W), valid_mask (1,H,W)) once.
+    """Encode ``items()`` (dicts with image (3,H,W) [0,1], depth (1,H,W), valid_mask (1,H,W)) once;
+    a new frame shape starts a new shard.
 
     Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
     Streams: at most one batch of items and one shard of latents are held in memory.
@@ -163,8 +181,11 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
             v.clear()
 
     with staged_dir(target, prefix=f".{key}.") as tmp:
-        count = 0
+        count, shape = 0, None
         for item in tqdm(items(), total=total, desc=f"encode {description}", disable=not progress):
+            if shape is not None and item["image"].shape != shape:
+                flush_shard(tmp)
+            shape = item["image"].shape
             pending.append(item)
             count += 1
             if len(pending) == batch_size:

@@ -75,7 +75,7 @@ class DataConfig:
     synthetic: list = field(default_factory=list)  # "kind:path" entries (embedded, hypersim, vkitti)
     real: list = field(default_factory=list)  # folders or tar shards of unlabeled images
     pseudo_labels: str = ""  # folder written by `fiffdepth pseudolabel`
-    resolution: int = 768
+    resolution: int = 768  # square training frames; Virtual KITTI keeps its shape, never upsampled
     num_workers: int = 4  # DataLoader workers reading files for the latent cache (same cache for any count)
     # cached versions of each training image, augmented in pixel space before encoding:
     # 0 = the frame, 1 = its mirror image, 2+ = a random zoomed crop (60–100 % of the side), mirrored at random

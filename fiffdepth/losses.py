@@ -165,12 +165,16 @@ def fiffdepth_objective(model, batch: ObjectiveBatch, cfg: LossConfig,
     mask_real = batch.mask_real if cfg.use_valid_mask else None
     n_syn = batch.x0_syn.shape[0]
 
-    # One UNet pass at t = 0 for the synthetic and real halves together (GroupNorm is per sample).
-    x0_all = torch.cat([batch.x0_syn, batch.x0_real]) if use_real else batch.x0_syn
-    d0_all = model.predict_latent(x0_all)
-    d0_syn, d0_real = d0_all[:n_syn], d0_all[n_syn:]
+    # One UNet pass at t = 0 for the synthetic and real halves together (GroupNorm is per sample);
+    # two when their frames differ in shape (a Virtual KITTI step beside square real images).
+    if use_real and batch.x0_real.shape[1:] != batch.x0_syn.shape[1:]:
+        d0_syn, d0_real = model.predict_latent(batch.x0_syn), model.predict_latent(batch.x0_real)
+    else:
+        x0_all = torch.cat([batch.x0_syn, batch.x0_real]) if use_real else batch.x0_syn
+        d0_all = model.predict_latent(x0_all)
+        d0_syn, d0_real = d0_all[:n_syn], d0_all[n_syn:]
 
-    zero = d0_all.new_zeros(()).float()
+    zero = d0_syn.new_zeros(()).float()
     terms = {k: zero for k in LOSS_TERMS}
     terms["d0_mae"], terms["d0_gm"] = depth_loss(d0_syn.float(), batch.d_syn.float(), mask_syn)
 

@@ -63,7 +63,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from .train import _load_model, build_caches, heldout_split, one_process_accelerator, stream_indices
+    from .train import _load_model, build_caches, heldout_split, one_process_accelerator, synthetic_indices
 
     tc = cfg.train
     accelerator = one_process_accelerator("the Marigold baseline", tc.mixed_precision)
@@ -75,6 +75,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     no_real = cfg.override({"loss.teacher_supervision": "none"})
     syn, _ = build_caches(no_real, model.vae, cache_root, progress=progress)
     n_train, _ = heldout_split(len(syn), cfg.data.augmentations, tc.heldout)
+    buckets = syn.shape_buckets(range(n_train))  # a batch holds one frame shape
     unet = widen_unet(model.unet).train()
     scheduler = model.scheduler
     empty = model.empty_text_embedding.detach()
@@ -87,7 +88,7 @@ def train_marigold(cfg: FiffDepthConfig, out_dir: str | Path, steps: int | None 
     t0 = time.time()
     bar = tqdm(range(steps), desc="train marigold", disable=not progress)
     for step in bar:
-        idx = stream_indices(n_train, step * tc.batch_size, tc.batch_size, tc.seed, 0)
+        idx = synthetic_indices(buckets, step, tc.batch_size, tc.seed)
         x0, d, _ = syn.tensors(idx)  # mirror images and crops are cached versions (data.augmentations)
         loss = marigold_loss(unet, scheduler, x0.to(dev), d.to(dev), empty.to(dev), g)
         opt.zero_grad(set_to_none=True)

@@ -40,6 +40,7 @@ from torch import nn
 
 from .atomic import replace_dir, verify_manifest, write_manifest, write_text
 from .cache import LatentCache, build_latent_cache, cache_key, files_fingerprint
+from .codecs import ImageCodec
 from .config import ConfigError, FiffDepthConfig, add_config_arguments, config_from_args
 from .data.base import usable_items
 from .data.io import DataError
@@ -161,20 +162,26 @@ def _dataset_files(ds) -> list:
     return [str(root)]
 
 
-def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 0) -> dict:
+def _augment(item: dict, resolution: int, seed: int, index: int, version: int = 0, keep_aspect: int = 0) -> dict:
     """Version ``version`` of a training image (``data.augmentations``), in pixel space:
-    0 the maximal square crop, 1 the same mirrored, 2+ a random square crop of 60–100 % of
-    the shorter side, mirrored at random. Resized to ``resolution``; a function of
-    (seed, index, version) only."""
-    from .data.base import SPATIAL_KEYS, square_crop_resize
+    0 the frame, 1 the same mirrored, 2+ a random crop of 60–100 % of it, mirrored at random,
+    resized back to the frame's size. The frame is the maximal square crop resized to
+    ``resolution``; with ``keep_aspect`` (the VAE's factor) it is ``native_frame``: the whole
+    image at its own aspect ratio, never upsampled. A function of (seed, index, version) only."""
+    from .data.base import SPATIAL_KEYS, crop_resize, native_frame
 
     rng = np.random.default_rng([seed, index, version])
+    if keep_aspect:
+        item = native_frame(item, resolution, keep_aspect, rng)
+    size = tuple(item["image"].shape[-2:]) if keep_aspect else (resolution, resolution)
     if version >= 2:
         _, h, w = item["image"].shape
-        side = max(8, int(round(min(h, w) * rng.uniform(0.6, 1.0))))
-        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        item = {k: (v[:, top:top + side, left:left + side] if k in SPATIAL_KEYS else v) for k, v in item.items()}
-    out = square_crop_resize(item, resolution, rng, flip=False)
+        zoom = rng.uniform(0.6, 1.0)
+        ch, cw = (h, w) if keep_aspect else (min(h, w),) * 2
+        ch, cw = max(8, round(ch * zoom)), max(8, round(cw * zoom))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        item = {k: (v[:, top:top + ch, left:left + cw] if k in SPATIAL_KEYS else v) for k, v in item.items()}
+    out = crop_resize(item, size, rng, flip=False)
     if version == 1 or (version >= 2 and rng.random() < 0.5):
         out = {k: (v.flip(-1) if k in SPATIAL_KEYS else v) for k, v in out.items()}
     return out
@@ -189,16 +196,19 @@ def build_caches(cfg: FiffDepthConfig, vae, cache_root: Path, progress: bool = T
     syn_sets = [_synthetic_dataset(e) for e in cfg.data.synthetic]
     if not syn_sets:
         raise ConfigError("data.synthetic is empty: the d0 and trajectory terms need synthetic images with depth")
-    syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] for e, d in zip(cfg.data.synthetic, syn_sets)]}
+    # a dataset with ``keeps_aspect`` (Virtual KITTI) is cached at its own frame shape, never upsampled
+    keep = [ImageCodec(vae).scale_factor if getattr(d, "keeps_aspect", False) else 0 for d in syn_sets]
+    syn_src = {"synthetic": [[e, files_fingerprint(_dataset_files(d))] + (["keeps_aspect"] if kp else [])
+                             for e, d, kp in zip(cfg.data.synthetic, syn_sets, keep)]}
     n_aug = max(1, cfg.data.augmentations)
     n_syn = sum(len(d) for d in syn_sets) * n_aug
 
     def syn_items():  # scene-major: the n_aug versions of a scene are adjacent; bad scenes dropped
         k = 0
-        for d in syn_sets:
+        for d, kp in zip(syn_sets, keep):
             for item in usable_items(d, num_workers=workers):
                 for v in range(n_aug):
-                    yield _augment(item, res, seed, k, v)
+                    yield _augment(item, res, seed, k, v, keep_aspect=kp)
                 k += 1
 
     syn_key = cache_key(vae, res, {**syn_src, "augmentations": n_aug, "seed": seed})
@@ -276,6 +286,21 @@ def stream_indices(n: int, start: int, count: int, seed: int, salt: int) -> list
             perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(_seed_for(seed, salt, epoch)))
         out.append(int(perms[epoch][p % n]))
     return out
+
+
+def synthetic_indices(buckets, m: int, count: int, seed: int) -> list[int]:
+    """The ``count`` synthetic cache indices of micro-step ``m`` (all ranks' together), all of one
+    frame shape. ``buckets``: the training indices grouped by shape (``LatentCache.shape_buckets``).
+    One bucket: positions [m·count, (m+1)·count) of ``stream_indices`` over it. Several (Virtual
+    KITTI's own shape beside the square frames): a bucket drawn per micro-step with probability
+    proportional to its size, then the same positions of that bucket's own stream."""
+    b = 0
+    if len(buckets) > 1:
+        ends = np.cumsum([len(x) for x in buckets])
+        draw = int(np.random.default_rng(_seed_for(seed, 3, m)).integers(ends[-1]))
+        b = int(np.searchsorted(ends, draw, side="right"))
+    salt = 0 if len(buckets) == 1 else 10 + b
+    return [buckets[b][p] for p in stream_indices(len(buckets[b]), m * count, count, seed, salt)]
 
 
 class ObjectiveModule(nn.Module):
@@ -520,7 +545,8 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     with accelerator.main_process_first():
         syn, real = build_caches(cfg, model.vae, cache_root, progress=progress and accelerator.is_main_process)
     n_train, held_idx = heldout_split(len(syn), cfg.data.augmentations, tc.heldout)
-    held = syn.tensors(held_idx) if held_idx else None
+    buckets = syn.shape_buckets(range(n_train))  # one per frame shape: a micro-step draws from one
+    held = [syn.tensors(group) for group in syn.shape_buckets(held_idx)] if held_idx else None
     use_real = real is not None and len(real) > 0 and cfg.loss.teacher_supervision != "none"
     # Without teacher supervision there is no real half: the batch is refilled with synthetic
     # samples, so every variant sees train.batch_size samples a step (issue 15).
@@ -574,12 +600,13 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
         sums = torch.zeros(len(LOSS_TERMS) + 1, device=accelerator.device)
         for a in range(tc.grad_accumulation):
             m = step * tc.grad_accumulation + a
-            batch = _micro_batch(syn, real if use_real else None, n_train, m, micro_half, rank, local_half,
+            batch = _micro_batch(syn, real if use_real else None, buckets, m, micro_half, rank, local_half,
                                  tc.seed, acp_len, accelerator.device, syn_share)
             with accelerator.accumulate(module):
                 total, terms = module(*batch)
                 if not torch.isfinite(total):
-                    names = _batch_names(syn, real if use_real else None, n_train, m, micro_half, rank, local_half, tc.seed)
+                    names = _batch_names(syn, real if use_real else None, buckets, m, micro_half, rank, local_half,
+                                         tc.seed, syn_share)
                     good = [c for c in list_checkpoints(ckpt_root) if verify_checkpoint(c) is None]
                     raise NonFiniteLossError(f"non-finite loss ({float(total.detach())}) at step {step + 1}, batch {names}; "
                                              f"last good checkpoint: {good[-1] if good else 'none'}")
@@ -652,13 +679,14 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     return summary
 
 
-def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
+def _micro_batch(syn: LatentCache, real: LatentCache | None, buckets, m: int, micro_half: int, rank: int,
                  local_half: int, seed: int, acp_len: int, device, syn_share: int = 1):
     """One micro-step's tensors for this rank: ``syn_share`` × ``local_half`` synthetic samples
-    (2 when there is no real half, which the synthetic side then fills) and ``local_half`` real."""
+    (2 when there is no real half, which the synthetic side then fills), drawn by
+    ``synthetic_indices`` from the training ``buckets``, and ``local_half`` real."""
     n_syn, local_syn = micro_half * syn_share, local_half * syn_share
     lo = rank * local_syn
-    idx = stream_indices(n_train, m * n_syn, n_syn, seed, 0)[lo:lo + local_syn]
+    idx = synthetic_indices(buckets, m, n_syn, seed)[lo:lo + local_syn]
     x0_syn, d_syn, mask_syn = syn.tensors(idx)
     if real is not None:
         rlo = rank * local_half
@@ -674,11 +702,13 @@ def _micro_batch(syn: LatentCache, real: LatentCache | None, n_train: int, m: in
     return [t.to(device) if t is not None else None for t in tensors]
 
 
-def _batch_names(syn: LatentCache, real: LatentCache | None, n_train: int, m: int, micro_half: int, rank: int,
-                 local_half: int, seed: int) -> list[str]:
+def _batch_names(syn: LatentCache, real: LatentCache | None, buckets, m: int, micro_half: int, rank: int,
+                 local_half: int, seed: int, syn_share: int = 1) -> list[str]:
     """The sample names ``_micro_batch`` drew for micro-step ``m`` on this rank (same indices)."""
+    n_syn, local_syn = micro_half * syn_share, local_half * syn_share
+    lo = rank * local_syn
+    names = [syn.names[i] for i in synthetic_indices(buckets, m, n_syn, seed)[lo:lo + local_syn]]
     lo = rank * local_half
-    names = [syn.names[i] for i in stream_indices(n_train, m * micro_half, micro_half, seed, 0)[lo:lo + local_half]]
     if real is not None:
         names += [real.names[i] for i in stream_indices(len(real), m * micro_half, micro_half, seed, 1)[lo:lo + local_half]]
     return names
@@ -686,8 +716,8 @@ def _batch_names(syn: LatentCache, real: LatentCache | None, n_train: int, m: in
 
 @torch.no_grad()
 def heldout_d0_mae(model: FiffDepthModel, held, ema=None) -> float:
-    """Eq. 5 on held-out synthetic latents (d0 against GT depth latents), EMA weights if kept."""
-    x0, d, mask = held
+    """Eq. 5 on held-out synthetic latents (d0 against GT depth latents), EMA weights if kept;
+    ``held``: one (x0, d, mask) per frame shape."""
     unet = model.unet
     was_training = unet.training
     unet.eval()
@@ -697,7 +727,7 @@ def heldout_d0_mae(model: FiffDepthModel, held, ema=None) -> float:
     dev = next(unet.parameters()).device
     try:
         vals = [latent_mae(model.predict_latent(x0[i:i + 16].to(dev)).float(), d[i:i + 16].to(dev), mask[i:i + 16].to(dev)).item()
-                for i in range(0, len(x0), 16)]
+                for x0, d, mask in held for i in range(0, len(x0), 16)]
     finally:
         if ema is not None:
             ema.restore(unet.parameters())

@@ -379,6 +379,47 @@ def test_tar_shard_pseudo_labels_keyed_by_shard_and_member_and_confined(tmp_path
     assert again.dir == real.dir and again.names == real.names
 
 
+
+def test_virtual_kitti_keeps_its_aspect_ratio_and_is_not_upsampled(tmp_path, tiny_vae, tiny_cfg):
+    """Issue 15: a Virtual KITTI frame is cached whole at its own aspect ratio, at native scale when
+    data.resolution exceeds its short side (768 > 352: no 2.2x upsampling), shrunk when it does not;
+    a micro-step draws frames of one shape, and the objective takes them beside square real images."""
+    from conftest import write_vkitti2
+
+    from fiffdepth.codecs import ImageCodec
+    from fiffdepth.data import VirtualKITTI2Dataset
+    from fiffdepth.data.synthetic import write_synthetic_dataset
+    from fiffdepth.losses import ObjectiveBatch, fiffdepth_objective
+    from fiffdepth.model import FiffDepthModel
+    from fiffdepth.train import _augment, build_caches, synthetic_indices
+
+    item = VirtualKITTI2Dataset(write_vkitti2(tmp_path / "vkitti", n=2))[0]
+    assert item["image"].shape == (3, 352, 1216)  # the KITTI-benchmark crop of a 375x1242 frame
+    v0, v1, v2 = (_augment(item, 768, 0, 0, v, keep_aspect=8) for v in (0, 1, 2))
+    for k in ("image", "depth", "valid_mask"):  # its own pixels, not resampled
+        assert torch.equal(v0[k], item[k]) and torch.equal(v1[k], item[k].flip(-1))
+    assert v2["image"].shape == (3, 352, 1216) and not torch.equal(v2["image"], v0["image"])  # a zoomed crop
+    assert _augment(item, 768, 0, 0, 0)["image"].shape == (3, 768, 768)  # the square crop it no longer gets
+    assert _augment(item, 128, 0, 0, 0, keep_aspect=8)["image"].shape == (3, 128, 440)  # shrunk; 3.44 vs 3.45
+
+    write_synthetic_dataset(tmp_path / "synth", n=4, size=32, seed=0, progress=False)
+    cfg = _cache_cfg(tmp_path / "synth", **{"data.resolution": 64, "data.synthetic": [
+        f"embedded:{tmp_path / 'synth'}", f"vkitti:{tmp_path / 'vkitti'}"]})
+    syn, _ = build_caches(cfg, tiny_vae, tmp_path / "cache", progress=False)
+    f = ImageCodec(tiny_vae).scale_factor
+    buckets = syn.shape_buckets(range(len(syn)))
+    assert [len(b) for b in buckets] == [8, 4]  # 4 square scenes and 2 Virtual KITTI frames, 2 versions each
+    wide = syn.tensors(buckets[1])
+    assert wide[0].shape[-2:] == (64 // f, 220 // f) and syn.names[buckets[1][0]].endswith("rgb_00000.jpg")
+    drawn = {tuple(syn.tensors(synthetic_indices(buckets, m, 4, 0))[0].shape) for m in range(30)}
+    assert drawn == {(4, 4, 64 // f, 64 // f), (4, 4, 64 // f, 220 // f)}  # both shapes, never mixed in a step
+
+    square = syn.tensors(buckets[0][:2])
+    model = FiffDepthModel.from_config(tiny_cfg.model, seed=0)
+    batch = ObjectiveBatch(wide[0][:2], wide[1][:2], square[0], square[1], wide[2][:2], square[2])
+    total, terms = fiffdepth_objective(model, batch, tiny_cfg.loss, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(total) and terms["d0_mae"] > 0 and terms["dm1_mae"] > 0 and terms["traj"] > 0
+
 class _RecordingCache:
     """Stands in for a LatentCache: records which cached versions a step draws."""
 
@@ -402,7 +443,7 @@ def test_pixel_space_augmentation_differs_from_step_to_step():
     scenes, k, half = 5, 4, 4
     syn = _RecordingCache(scenes * k)
     for m in range(20):
-        _micro_batch(syn, None, len(syn), m, half, 0, half, seed=0, acp_len=1000, device="cpu")
+        _micro_batch(syn, None, [range(len(syn))], m, half, 0, half, seed=0, acp_len=1000, device="cpu")
     versions: dict[int, set] = {}
     for step in syn.drawn:
         for i in step:
@@ -422,7 +463,7 @@ def test_no_teacher_batch_is_the_presets_batch_size(preset):
 
     half = get_config(preset).train.batch_size // 2
     syn = _RecordingCache(100)
-    batch = _micro_batch(syn, None, 100, 0, half, 0, half, seed=0, acp_len=1000, device="cpu", syn_share=2)
+    batch = _micro_batch(syn, None, [range(100)], 0, half, 0, half, seed=0, acp_len=1000, device="cpu", syn_share=2)
     assert batch[0].shape[0] == get_config(preset).train.batch_size == {"paper": 32, "tiny": 8}[preset]
 
 

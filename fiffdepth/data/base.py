@@ -24,32 +24,55 @@ from .io import DataError
 SPATIAL_KEYS = ("image", "depth", "valid_mask", "mask")
 
 
-def square_crop_resize(item: dict, resolution: int, rng: np.random.Generator, flip: bool = True) -> dict:
-    """Random maximal square crop, resize to ``resolution``, random horizontal flip.
+def crop_resize(item: dict, size: tuple[int, int], rng: np.random.Generator, flip: bool = True) -> dict:
+    """Random maximal crop of ``size``'s aspect ratio, resize to ``size`` (h, w), random
+    horizontal flip.
 
-    The image is resized bilinearly (antialiased); depth and mask with nearest, so an
-    invalid pixel is never blended into a valid one.
+    The image is resized bilinearly (antialiased when shrunk); depth and mask with nearest, so
+    an invalid pixel is never blended into a valid one.
     """
     _, h, w = item["image"].shape
-    side = min(h, w)
-    top = int(rng.integers(0, h - side + 1))
-    left = int(rng.integers(0, w - side + 1))
+    scale = min(h / size[0], w / size[1])
+    ch, cw = min(h, round(size[0] * scale)), min(w, round(size[1] * scale))
+    top = int(rng.integers(0, h - ch + 1))
+    left = int(rng.integers(0, w - cw + 1))
     do_flip = flip and bool(rng.random() < 0.5)
     out = dict(item)
     for key in SPATIAL_KEYS:
         if key not in item:
             continue
-        x = item[key][:, top:top + side, left:left + side]
-        if side != resolution:
+        x = item[key][:, top:top + ch, left:left + cw]
+        if (ch, cw) != tuple(size):
             if key == "image":
-                x = F.interpolate(x[None], size=(resolution, resolution), mode="bilinear",
-                                  align_corners=False, antialias=side > resolution)[0].clamp_(0, 1)
+                x = F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False,
+                                  antialias=ch > size[0] or cw > size[1])[0].clamp_(0, 1)
             else:
-                x = F.interpolate(x[None].float(), size=(resolution, resolution), mode="nearest-exact")[0].to(x.dtype)
+                x = F.interpolate(x[None].float(), size=tuple(size), mode="nearest-exact")[0].to(x.dtype)
         if do_flip:
             x = x.flip(-1)
         out[key] = x.contiguous()
     return out
+
+
+def square_crop_resize(item: dict, resolution: int, rng: np.random.Generator, flip: bool = True) -> dict:
+    """Random maximal square crop, resize to ``resolution``, random horizontal flip (``crop_resize``)."""
+    return crop_resize(item, (resolution, resolution), rng, flip)
+
+
+def native_frame(item: dict, resolution: int, multiple: int, rng: np.random.Generator) -> dict:
+    """The whole frame at its own aspect ratio, never upsampled: shrunk (antialiased) so its short
+    side is ``resolution`` when longer, then a random crop of the few rows and columns that make
+    both sides multiples of ``multiple`` (the VAE's downsampling factor)."""
+    _, h, w = item["image"].shape
+    scale = min(1.0, resolution / min(h, w))
+    if scale < 1:
+        item = crop_resize(item, (max(multiple, round(h * scale)), max(multiple, round(w * scale))), rng, flip=False)
+        _, h, w = item["image"].shape
+    ch, cw = h // multiple * multiple, w // multiple * multiple
+    if not (ch and cw):
+        raise DataError(f"{item['name']}: a {h}x{w} frame is smaller than the VAE's factor {multiple}")
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return {k: (v[:, top:top + ch, left:left + cw].contiguous() if k in SPATIAL_KEYS else v) for k, v in item.items()}
 
 
 class DepthDataset(Dataset):

@@ -48,6 +48,7 @@ class VirtualKITTI2Dataset(DepthDataset):
     to pair every ``**/frames/rgb/**/rgb_*.jpg`` under a directory with its depth PNG."""
 
     min_depth, max_depth = MIN_DEPTH, MAX_DEPTH
+    keeps_aspect = True  # training caches the whole (KB-cropped) frame, never upsampled (``train._augment``)
 
     def __init__(self, root, split_file=None, resolution: int | None = None, seed: int = 0,
                  kb_crop: bool = True, on_bad: str | None = None):
