@@ -41,104 +41,16 @@ from PIL import Image
 
 from .atomic import MANIFEST, atomic_write, replace_dir, staged_dir, write_manifest
 from .codecs import DepthCodec, ImageCodec
-from .data.io import DataError, open_image, pil_to_array
+from .data.io import (  # noqa: F401  (image inputs live in data.io; re-exported here, where users look)
+    INTEGER_RANGES, MIN_SIDE, BadImageError, DataError, image_to_tensor, load_image, to_unit_range,
+)
 from .hub import FiffDepthError, UsageError
 from .model import EMPTY_EMBEDDING_FILE, INDEX_FILE, PIPELINE_MODULE, FiffDepthModel
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-MIN_SIDE = 8
-
-
-class BadImageError(FiffDepthError, ValueError):
-    pass
 
 
 # -- inputs ------------------------------------------------------------------------------------
-
-def image_to_tensor(image) -> torch.Tensor:
-    """PIL image, numpy array (H, W[, C]) or tensor ([C,] H, W) -> float32 (3, H, W) in [0, 1].
-
-    Grayscale is replicated to RGB, alpha dropped. Integer data is scaled by its dtype's range
-    (uint8 / 255, uint16 / 65535); float data must already lie in [0, 1] (no clamp: a 0–255
-    float image would otherwise become all white).
-    """
-    if isinstance(image, Image.Image):
-        try:
-            return image_to_tensor(pil_to_array(image))
-        except DataError as err:
-            raise BadImageError(str(err)) from None
-    if torch.is_tensor(image):
-        t = image.detach().cpu()
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise BadImageError(f"tensor image must be (3, H, W), got shape {tuple(t.shape)}")
-        t = t[:3] if t.shape[0] >= 3 else t.repeat(3, 1, 1)
-        x = (t.float() if t.is_floating_point() else t).numpy()
-        return _check_size(torch.from_numpy(np.ascontiguousarray(to_unit_range(x))))
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise BadImageError(f"array image must be (H, W), (H, W, 3) or (H, W, 4), got shape {arr.shape}")
-    x = to_unit_range(arr[..., :3])
-    return _check_size(torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1))
-
-
-INTEGER_RANGES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-def to_unit_range(x: np.ndarray) -> np.ndarray:
-    """Pixel values -> float32 in [0, 1]: uint8 and uint16 divided by their dtype's maximum, bool
-    as 0/1, float checked (finite, within [0, 1]). Other dtypes raise ``BadImageError``."""
-    if x.dtype == bool:
-        return x.astype(np.float32)
-    if x.dtype in INTEGER_RANGES:
-        return x.astype(np.float32) / np.float32(INTEGER_RANGES[x.dtype])
-    if not np.issubdtype(x.dtype, np.floating):
-        raise BadImageError(f"image of dtype {x.dtype}: pass uint8 (0–255), uint16 (0–65535) or float in [0, 1]")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise BadImageError("image holds NaN or inf values")
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    if lo < 0.0 or hi > 1.0:
-        raise BadImageError(f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}] "
-                            "(divide 0–255 data by 255, or pass it as uint8)")
-    return x
-
-
-def load_image(path: str | Path) -> tuple[torch.Tensor, list[str]]:
-    """Read an image file with the package's one loader (``fiffdepth.data.io.read_image``: EXIF
-    orientation, mode conversion, 16-bit kept, decompression-bomb guard) -> ((3, H, W) float in
-    [0, 1], notes on conversions). Raises BadImageError naming the file."""
-    path = Path(path)
-    notes = []
-    try:
-        img = open_image(path)
-        mode = img.mode
-        arr = pil_to_array(img, str(path))
-    except DataError as err:
-        raise BadImageError(str(err)) from None
-    if mode in ("L", "LA", "1", "I;16", "I", "F", "I;16B", "I;16L", "I;16N"):
-        notes.append(f"grayscale ({mode}) replicated to RGB")
-    if "A" in mode:
-        notes.append("alpha channel dropped")
-    if arr.dtype == np.uint16:
-        notes.append("16-bit image scaled to [0, 1]")
-    try:
-        return image_to_tensor(arr), notes
-    except BadImageError as err:
-        raise BadImageError(f"{path}: {err}") from None
-
-
-def _check_size(t: torch.Tensor) -> torch.Tensor:
-    h, w = t.shape[-2:]
-    if min(h, w) < MIN_SIDE:
-        raise BadImageError(f"image is {w}×{h} px; need at least {MIN_SIDE} px per side")
-    return t
-
 
 # -- the pipeline -------------------------------------------------------------------------------
 

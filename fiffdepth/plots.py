@@ -240,6 +240,22 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     return fig
 
 
+def thin_structure_grid(root: str | os.PathLike, n: int = 4, out=None):
+    """The first ``n`` usable scenes of an embedded scene folder, four panels each: image, depth,
+    valid mask and thin-structure mask (``fiffdepth.data.synthetic.thin_structure_mask``). A bad
+    scene is skipped and counted by ``usable_items``, never replaced by a neighbour."""
+    from .data.base import usable_items
+    from .data.synthetic import SyntheticDepthDataset, thin_structure_mask
+
+    panels, titles = [], []
+    for it in usable_items(SyntheticDepthDataset(root), limit=n):
+        d, v = it["depth"][0].numpy(), it["valid_mask"][0].numpy()
+        panels += [it["image"].permute(1, 2, 0).numpy(), depth_rgb(d, v), v.astype(float),
+                   thin_structure_mask(d, v).astype(float)]
+        titles += ["image", "depth", "valid mask", "thin structures"]
+    return image_grid(panels, titles, cols=8, out=out)
+
+
 def metric_bars(table: Mapping[str, Mapping[str, float]], metrics: Sequence[tuple[str, str]], out=None,
                 title: str | None = None):
     """Horizontal bars per method for each (metric key, panel title)."""

@@ -45,7 +45,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
 from .atomic import atomic_write
-from .data.io import IMAGE_EXTENSIONS, DataError, list_files, read_rgb, to_uint8
+from .data.io import IMAGE_EXTENSIONS, DataError, image_to_tensor, list_files, read_rgb, to_uint8
 from .data.real import pseudo_label_path
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
 from .schedules import one_cycle
@@ -101,11 +101,9 @@ def disparity_to_depth(disp: np.ndarray | torch.Tensor, eps: float = PSEUDO_LABE
 
 def _to_rgb_uint8(image) -> np.ndarray:
     """PIL image, (H, W[, 1|3|4]) array or (3, H, W) tensor -> uint8 (H, W, 3), through the
-    pipeline's input conversion (``fiffdepth.pipeline.image_to_tensor``: the package's one image
+    pipeline's input conversion (``fiffdepth.data.io.image_to_tensor``: the package's one image
     reading for PIL images, EXIF orientation included; integers scaled by their dtype's range,
     float in [0, 1]), so the teacher and FiffDepth see the same pixels."""
-    from .pipeline import image_to_tensor
-
     return to_uint8(image_to_tensor(image).permute(1, 2, 0).numpy())
 
 

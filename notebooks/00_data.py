@@ -110,16 +110,7 @@ if preset == "tiny":
 
 # %%
 if preset == "tiny":
-    from fiffdepth.data.synthetic import SyntheticDepthDataset, thin_structure_mask
-
-    ds = SyntheticDepthDataset(L.synth)
-    panels, titles = [], []
-    for i in range(4):
-        it = ds[i]
-        d, v = it["depth"][0].numpy(), it["valid_mask"][0].numpy()
-        panels += [it["image"].permute(1, 2, 0).numpy(), plots.depth_rgb(d, v), v.astype(float), thin_structure_mask(d, v).astype(float)]
-        titles += ["image", "depth", "valid mask", "thin structures"]
-    plots.image_grid(panels, titles, cols=8, out=f"{figures_dir}/thin_structures.png")
+    plots.thin_structure_grid(L.synth, n=4, out=f"{figures_dir}/thin_structures.png")
     plt.show()
 
 # %% [markdown]

@@ -100,3 +100,15 @@ def test_scene_tensors_drop_a_bad_scene_instead_of_repeating_one(tmp_path):
     with pytest.warns(UserWarning, match="000001.png"):
         images, _, _ = load_scene_tensors(tmp_path, 16)
     assert len(images) == 3 and len({im.numpy().tobytes() for im in images}) == 3
+
+
+def test_thin_structure_grid_skips_a_bad_scene_and_draws_four_panels_each(tmp_path):
+    from fiffdepth import plots
+
+    write_synthetic_dataset(tmp_path / "s", n=3, size=32, seed=0, progress=False)
+    (tmp_path / "s" / "rgb" / "000000.png").write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="000000.png"):
+        fig = plots.thin_structure_grid(tmp_path / "s", n=2, out=tmp_path / "grid.png")
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == ["image", "depth", "valid mask", "thin structures"] * 2  # scenes 1 and 2, none repeated
+    assert (tmp_path / "grid.png").stat().st_size > 0
