@@ -41,16 +41,13 @@ from PIL import Image
 
 from .atomic import MANIFEST, atomic_write, replace_dir, staged_dir, write_manifest
 from .codecs import DepthCodec, ImageCodec
+from .data.io import IMAGE_EXTENSIONS
 from .data.io import (  # noqa: F401  (image inputs live in data.io; re-exported here, where users look)
-    INTEGER_RANGES, MIN_SIDE, BadImageError, DataError, image_to_tensor, load_image, to_unit_range,
+    INTEGER_RANGES, MIN_SIDE, BadImageError, image_to_tensor, load_image, to_unit_range,
 )
 from .hub import FiffDepthError, UsageError
 from .model import EMPTY_EMBEDDING_FILE, INDEX_FILE, PIPELINE_MODULE, FiffDepthModel
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-# -- inputs ------------------------------------------------------------------------------------
 
 # -- the pipeline -------------------------------------------------------------------------------
 
