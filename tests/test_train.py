@@ -48,7 +48,10 @@ def test_killed_and_resumed_run_equals_uninterrupted(train_data, tmp_path):
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fiffdepth.cli", "train", "--preset", "tiny", "--no-progress",
            "--cache-dir", str(cache), *_cli(_overrides(train_data, killed, **base))]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the killed run's first half must use this process's thread count (conftest pins it; an
+    # OMP_NUM_THREADS=1 in the environment would otherwise give the child 1 thread and other sums)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     ckpt = killed / "checkpoints" / f"checkpoint-{N:06d}"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
