@@ -288,6 +288,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=None, help="generator training resolution (default: data.resolution)")
     parser.add_argument("--max-images", type=int, default=4000, help="use at most this many training images")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, sampling and augmentation")
+    parser.add_argument("--continue-from", default=None, metavar="DIR",
+                        help="generator stage only: continue DIR's UNet for --unet-steps more steps (lr 5e-4, its VAE "
+                             "kept) instead of pretraining from scratch; the shipped prior is weights/generator")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); the result does not depend on it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -299,7 +302,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {}
-    if args.stage in ("all", "generator"):
+    if args.continue_from and args.stage != "generator":
+        raise SystemExit("fiffdepth pretrain: --continue-from needs --stage generator")
+    if args.continue_from:
+        report["generator"] = continue_generator(args.continue_from, args.synthetic, out / "generator",
+                                                 unet_steps=args.unet_steps, styled_dir=args.styled,
+                                                 max_images=args.max_images, seed=args.seed,
+                                                 progress=not args.no_progress)
+    elif args.stage in ("all", "generator"):
         report["generator"] = pretrain_generator(cfg, args.synthetic, out / "generator", vae_steps=args.vae_steps,
                                                  unet_steps=args.unet_steps, resolution=args.resolution,
                                                  max_images=args.max_images, seed=args.seed,
@@ -414,6 +424,84 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     report["seconds"] = round(time.time() - t_start, 1)
     save_generator(out_dir, unet, vae, scheduler, tokenizer, text_encoder, meta=report)
     (Path(out_dir) / "pretrain_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+@torch.no_grad()
+def heldout_v_loss(unet: UNet2DConditionModel, latents: torch.Tensor, empty_embedding: torch.Tensor, scheduler,
+                   n_draws: int = 8, seed: int = 1234) -> float:
+    """Mean v-prediction MSE over held-out latents at seeded noise and timesteps (the same draws
+    for every UNet, so two priors on one VAE compare directly)."""
+    g = torch.Generator().manual_seed(seed)
+    T, losses = len(scheduler.alphas_cumprod), []
+    unet.eval()
+    for _ in range(n_draws):
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, T, (len(latents),), generator=g)
+        xt, v = scheduler.add_noise(latents, noise, t), scheduler.get_velocity(latents, noise, t)
+        out = unet(xt, t, encoder_hidden_states=empty_embedding.expand(len(latents), -1, -1)).sample
+        losses.append(F.mse_loss(out, v).item())
+    return sum(losses) / len(losses)
+
+
+def continue_generator(generator_dir: str | Path, synthetic_dir: str | Path, out_dir: str | Path,
+                       unet_steps: int = 8000, styled_dir: str | Path | None = None, max_images: int = 4000,
+                       holdout: int = 32, batch_size: int = 16, lr: float = 5e-4, seed: int = 1,
+                       progress: bool = True) -> dict:
+    """More latent-diffusion steps for an existing prior's UNet; its VAE, scheduler and text
+    encoder are kept as they are, so the latent space does not move.
+
+    Same images and held-out split as ``pretrain_generator`` (the data are read with seed 0,
+    as there), full-frame latents, a fresh one-cycle schedule at ``lr``. Writes ``out_dir``
+    (the input directory with ``unet/`` replaced, atomically) and returns a report with the
+    held-out v-loss before and after (``heldout_v_loss``).
+    """
+    from .data.real import EmbeddedRealImages
+    from .data.synthetic import load_scene_tensors
+    from .model import FiffDepthModel
+
+    t_start = time.time()
+    generator_dir, out_dir = Path(generator_dir), Path(out_dir)
+    torch.manual_seed(seed)
+    base = FiffDepthModel.from_pretrained(generator_dir)
+    unet = UNet2DConditionModel.from_pretrained(generator_dir / "unet")
+    empty = base.empty_text_embedding
+    res = unet.config.sample_size * base.vae_scale_factor
+    synth = load_scene_tensors(synthetic_dir, res, 0, max_images)[0]
+    parts = [synth]
+    if styled_dir:
+        parts.append(load_scene_tensors(styled_dir, res, 0, max_images)[0])
+    real_set = EmbeddedRealImages(size=res, seed=0)
+    real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
+    h = min(holdout, len(synth) // 4)
+    codec = ImageCodec(base.vae)
+    with torch.no_grad():
+        def encode(x):
+            return torch.cat([codec.encode(x[i:i + 64]) for i in range(0, len(x), 64)])
+
+        train = encode(torch.cat([p[h:] for p in parts] + [real[:-8]]))
+        held = encode(torch.cat([p[:h] for p in parts] + [real[-8:]]))
+    before = heldout_v_loss(unet, held, empty, base.scheduler)
+    log = train_latent_diffusion(unet.train(), train, empty, base.scheduler, steps=unet_steps, batch_size=batch_size,
+                                 lr=lr, seed=seed, crop=None, progress=progress)
+    after = heldout_v_loss(unet, held, empty, base.scheduler)
+    report = {"continued_from": str(generator_dir), "unet_steps": unet_steps, "batch_size": batch_size, "lr": lr,
+              "seed": seed, "train_images": len(train), "heldout_images": len(held),
+              "heldout_v_loss_before": before, "heldout_v_loss_after": after, "final_train_v_loss_ema": log["loss"],
+              "unet_seconds": round(log["seconds"], 1), "seconds": round(time.time() - t_start, 1),
+              "threads": torch.get_num_threads(), "torch": torch.__version__}
+    earlier = {}
+    if (generator_dir / "pretrain_report.json").is_file():
+        earlier = json.loads((generator_dir / "pretrain_report.json").read_text())
+    with staged_dir(out_dir) as tmp:
+        for f in sorted(generator_dir.rglob("*")):
+            rel = f.relative_to(generator_dir)
+            if f.is_file() and rel.parts[0] != "unet" and rel.name not in ("README.md", "manifest.json"):
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, tmp / rel)
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        full = dict(earlier, continued=earlier.get("continued", []) + [report])
+        (tmp / "pretrain_report.json").write_text(json.dumps(full, indent=2))
     return report
 
 

@@ -280,6 +280,10 @@ def priors_markdown(report: dict) -> str:
                     f"{num(g, 'vae', 'seconds', fmt='{:.0f}')} s |")
         rows.append(f"| latent diffusion UNet | final v-loss {num(g, 'unet', 'loss', fmt='{:.3f}')} | "
                     f"{num(g, 'unet', 'seconds', fmt='{:.0f}')} s |")
+        for c in g.get("continued") or []:  # `fiffdepth pretrain --continue-from`: more UNet steps, same VAE
+            rows.append(f"| … UNet continued {c.get('unet_steps')} steps | held-out v-loss "
+                        f"{num(c, 'heldout_v_loss_before', fmt='{:.3f}')} → {num(c, 'heldout_v_loss_after', fmt='{:.3f}')} | "
+                        f"{num(c, 'unet_seconds', fmt='{:.0f}')} s |")
     if t:
         doms = ", ".join(f"{name.replace('_', '-')}: AbsRel {num(m, 'abs_rel', scale=100)} %, δ1 {num(m, 'delta1', scale=100)} %"
                          for name, m in th.items())

@@ -34,6 +34,42 @@ def test_short_pretrain_is_bitwise_reproducible_across_fresh_processes(tmp_path)
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
+def test_continued_prior_keeps_the_vae_and_is_bitwise_reproducible(tmp_path):
+    """``fiffdepth pretrain --continue-from DIR`` (how the shipped prior got its longer training):
+    the UNet moves, the VAE, text encoder and scheduler are DIR's own bytes, the report records
+    the continuation, and two fresh processes give the same weights."""
+    import json
+
+    synth, styled = tmp_path / "synth", tmp_path / "styled"
+    write_synthetic_dataset(synth, 12, size=32, seed=0, progress=False)
+    write_synthetic_dataset(styled, 12, size=32, seed=1, progress=False, style="real")
+    base = [sys.executable, "-m", "fiffdepth", "pretrain", "--synthetic", str(synth), "--styled", str(styled),
+            "--stage", "generator", "--no-progress"]
+    subprocess.run(base + ["--out", str(tmp_path / "src"), "--vae-steps", "2", "--unet-steps", "2",
+                           "--resolution", "32"], check=True, capture_output=True, timeout=600)
+    src = tmp_path / "src" / "generator"
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"cont{k}"
+        subprocess.run(base + ["--out", str(out), "--continue-from", str(src), "--unet-steps", "3"],
+                       check=True, capture_output=True, timeout=600)
+        outs.append(_digests(out / "generator"))
+    assert outs[0] == outs[1]
+    before = _digests(src)
+    assert outs[0]["unet/diffusion_pytorch_model.safetensors"] != before["unet/diffusion_pytorch_model.safetensors"]
+    kept = {k: v for k, v in before.items() if not k.startswith("unet/")}
+    assert kept and {k: outs[0][k] for k in kept} == kept
+    report = json.loads((tmp_path / "cont0" / "generator" / "pretrain_report.json").read_text())
+    assert report["steps"] == [2, 2]  # the source's own report is kept
+    step = report["continued"][-1]
+    assert step["unet_steps"] == 3 and step["continued_from"] == str(src)
+    assert step["heldout_v_loss_before"] > 0 and step["heldout_v_loss_after"] > 0
+    bad = subprocess.run(base[:-3] + ["--out", str(tmp_path / "x"), "--continue-from", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--continue-from needs --stage generator" in bad.stderr
+
+
 def test_depth_roundtrip_scores_exact_codec(monkeypatch):
     """A depth map that survives the codec exactly scores AbsRel 0 and boundary F1 1; a blurred
     one loses its thin pole's edges."""
