@@ -27,6 +27,18 @@ def test_shipped_generator_loads_with_diffusers_and_our_loader():
     assert (root / "README.md").read_text().startswith("# ")
 
 
+@pytest.mark.parametrize("name", ["generator", "teacher", "fiffdepth"])
+def test_shipped_manifest_matches_the_files(name):
+    """A shipped folder's sha256 manifest (written by ``export``) still matches every file in it:
+    editing a model card without rewriting the manifest makes the loaders refuse the folder."""
+    from fiffdepth.atomic import MANIFEST, verify_manifest
+
+    root = shipped(name)
+    if not (root / MANIFEST).is_file():
+        pytest.skip(f"{root} has no {MANIFEST}")
+    assert verify_manifest(root) is None
+
+
 def test_shipped_teacher_predicts_disparity():
     from fiffdepth.teacher import Teacher
 
