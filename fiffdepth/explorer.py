@@ -63,20 +63,31 @@ def collect_predictions(out: str | os.PathLike, methods: Sequence[str], n_scenes
 
 
 def explorer(out: str | os.PathLike, methods: Sequence[str], **kw):
-    """Build and return the widget (display it as a notebook cell's last expression)."""
+    """Build and return the widget (display it as a notebook cell's last expression).
+
+    The view is an ``ipywidgets.Image`` redrawn by the controls' observers, not ``interactive``'s
+    captured ``plt.show()``: under papermill (ipykernel 7, nbclient 0.11), a large figure shown
+    inside ``interactive``'s Output widget left the cell "running" after the kernel went idle,
+    and `make reproduce` hung in 05_ablations."""
     import ipywidgets as W
-    import matplotlib.pyplot as plt
 
     images, preds = collect_predictions(out, methods, **kw)
     names = list(preds)
+    if not names:
+        raise FileNotFoundError(f"{out}: none of {list(methods)} has a run or a predictor to explore")
     image = W.IntSlider(0, 0, len(images) - 1, description="image")
     a = W.Dropdown(options=names, value=names[0], description="left")
     b = W.Dropdown(options=names, value=names[min(1, len(names) - 1)], description="right")
     cmap = W.Dropdown(options=["Spectral", "viridis", "magma", "gray"], value="Spectral", description="colormap")
     split = W.FloatSlider(0.5, min=0.0, max=1.0, step=0.02, description="split")
+    view = W.Image(format="png")
 
-    def draw(image, a, b, cmap, split):
-        split_figure(images[image], preds[a][image], preds[b][image], f"{a}  |  {b}", cmap, split)
-        plt.show()
+    def draw(_=None):
+        fig = split_figure(images[image.value], preds[a.value][image.value], preds[b.value][image.value],
+                           f"{a.value}  |  {b.value}", cmap.value, split.value)
+        view.value = plots.figure_png(fig)  # closes the figure
 
-    return W.interactive(draw, image=image, a=a, b=b, cmap=cmap, split=split)
+    for control in (image, a, b, cmap, split):
+        control.observe(draw, names="value")
+    draw()
+    return W.VBox([image, a, b, cmap, split, view])
