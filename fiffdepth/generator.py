@@ -374,6 +374,35 @@ def _split_scenes(src: Path, tmp: Path, n_first: int) -> tuple[Path, Path]:
     return tmp / "first", tmp / "rest"
 
 
+def _prior_images(synthetic_dir: str | Path, styled_dir: str | Path | None, res: int, seed: int, max_images: int,
+                  holdout: int) -> dict:
+    """The images the generator prior learns from, at ``res``: the synthetic scenes, the
+    real-styled ones (``styled_dir``) and the photos. The first ``h`` scenes of each domain and
+    the last 8 photos are held out (``h = min(holdout, scenes // 4)``). Returns the domains'
+    tensors (``images``, ``depths``, ``masks``, ``styled`` or None, ``real``), ``h``, and the
+    concatenated ``train`` and ``heldout`` images."""
+    from .data.real import EmbeddedRealImages
+    from .data.synthetic import load_scene_tensors
+
+    images, depths, masks = load_scene_tensors(synthetic_dir, res, seed, max_images)
+    styled = load_scene_tensors(styled_dir, res, seed, max_images)[0] if styled_dir else None
+    real_set = EmbeddedRealImages(size=res, seed=seed)
+    real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
+    h = min(holdout, len(images) // 4)
+    domains = [images] + ([styled] if styled is not None else [])
+    n_real = max(0, len(real) - 8)
+    return {"images": images, "depths": depths, "masks": masks, "styled": styled, "real": real, "h": h,
+            "train": torch.cat([d[h:] for d in domains] + [real[:n_real]]),
+            "heldout": torch.cat([d[:h] for d in domains] + [real[n_real:]])}
+
+
+@torch.no_grad()
+def _encode_images(vae: AutoencoderKL, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Image latents (``ImageCodec``), encoded ``chunk`` images at a time."""
+    codec = ImageCodec(vae)
+    return torch.cat([codec.encode(images[i:i + chunk]) for i in range(0, len(images), chunk)])
+
+
 def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir: str | Path, vae_steps: int = VAE_STEPS,
                        unet_steps: int = UNET_STEPS, resolution: int | None = None, max_images: int = 4000,
                        holdout: int = 32, seed: int = 0, progress: bool = True, styled_dir: str | Path | None = None,
@@ -384,21 +413,11 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
     first ``holdout`` scenes of each domain and the last 8 photos held out. Depth maps (VAE
     only): the synthetic scenes'. The UNet learns the image latents of full frames.
     """
-    from .data.real import EmbeddedRealImages
-    from .data.synthetic import load_scene_tensors
-
     t_start = time.time()
     res = resolution or cfg.data.resolution
-    images, depths, masks = load_scene_tensors(synthetic_dir, res, seed, max_images)
-    real_set = EmbeddedRealImages(size=res, seed=seed)
-    real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
-    h = min(holdout, len(images) // 4)
-    parts = [images[h:]]
-    styled = None
-    if styled_dir:
-        styled = load_scene_tensors(styled_dir, res, seed, max_images)[0]
-        parts.append(styled[h:])
-    train_imgs = torch.cat(parts + [real[: max(0, len(real) - 8)]])
+    data = _prior_images(synthetic_dir, styled_dir, res, seed, max_images, holdout)
+    images, depths, masks, styled, real, h = (data[k] for k in ("images", "depths", "masks", "styled", "real", "h"))
+    train_imgs = data["train"]
     torch.manual_seed(seed)
     vae = AutoencoderKL(**cfg.model.vae)
     unet = UNet2DConditionModel(**cfg.model.unet)
@@ -416,9 +435,7 @@ def pretrain_generator(cfg: FiffDepthConfig, synthetic_dir: str | Path, out_dir:
               "heldout_depth_roundtrip_abs_rel": roundtrip.get("abs_rel"),
               "heldout_depth_roundtrip_boundary_f1": roundtrip.get("boundary_f1"),
               "threads": torch.get_num_threads()}
-    with torch.no_grad():
-        codec = ImageCodec(vae)
-        latents = torch.cat([codec.encode(train_imgs[i:i + 64]) for i in range(0, len(train_imgs), 64)])
+    latents = _encode_images(vae, train_imgs)
     report["unet"] = train_latent_diffusion(unet, latents, empty, scheduler, steps=unet_steps, batch_size=unet_batch,
                                             crop=unet_crop, seed=seed, progress=progress)
     report["seconds"] = round(time.time() - t_start, 1)
@@ -456,8 +473,6 @@ def continue_generator(generator_dir: str | Path, synthetic_dir: str | Path, out
     (the input directory with ``unet/`` replaced, atomically) and returns a report with the
     held-out v-loss before and after (``heldout_v_loss``).
     """
-    from .data.real import EmbeddedRealImages
-    from .data.synthetic import load_scene_tensors
     from .model import FiffDepthModel
 
     t_start = time.time()
@@ -467,20 +482,9 @@ def continue_generator(generator_dir: str | Path, synthetic_dir: str | Path, out
     unet = UNet2DConditionModel.from_pretrained(generator_dir / "unet")
     empty = base.empty_text_embedding
     res = unet.config.sample_size * base.vae_scale_factor
-    synth = load_scene_tensors(synthetic_dir, res, 0, max_images)[0]
-    parts = [synth]
-    if styled_dir:
-        parts.append(load_scene_tensors(styled_dir, res, 0, max_images)[0])
-    real_set = EmbeddedRealImages(size=res, seed=0)
-    real = torch.stack([real_set[i]["image"] for i in range(len(real_set))])
-    h = min(holdout, len(synth) // 4)
-    codec = ImageCodec(base.vae)
-    with torch.no_grad():
-        def encode(x):
-            return torch.cat([codec.encode(x[i:i + 64]) for i in range(0, len(x), 64)])
-
-        train = encode(torch.cat([p[h:] for p in parts] + [real[:-8]]))
-        held = encode(torch.cat([p[:h] for p in parts] + [real[-8:]]))
+    data = _prior_images(synthetic_dir, styled_dir, res, 0, max_images, holdout)
+    train = _encode_images(base.vae, data["train"])
+    held = _encode_images(base.vae, data["heldout"])
     before = heldout_v_loss(unet, held, empty, base.scheduler)
     log = train_latent_diffusion(unet.train(), train, empty, base.scheduler, steps=unet_steps, batch_size=batch_size,
                                  lr=lr, seed=seed, crop=None, progress=progress)
