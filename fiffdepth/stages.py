@@ -512,7 +512,8 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             continue
         label = label_of(m)
         # Scores are reused (across notebooks too) while the weights and the settings are the same.
-        key = {"method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
+        # "schema": bumped when the scores gain fields (2: per scene kind), so older caches are redone
+        key = {"schema": 2, "method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
                "max_images": max_images, "device": device,
                "marigold": [marigold_steps, marigold_ensemble] if m == MARIGOLD else None}
         predictor, call = None, pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)

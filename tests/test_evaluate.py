@@ -229,3 +229,42 @@ def test_dataset_spec_errors(tmp_path, capsys, bench, monkeypatch):
     assert main(["evaluate", "--model", str(tmp_path), "--dataset", "foo:bar", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown dataset 'foo'" in err
+
+
+def test_embedded_scores_per_scene_kind(bench, tmp_path):
+    """Rows carry meta.jsonl's scene kind, the summary averages each kind, the tables list them
+    (with AbsRel over the mean layout's on the same kind), and a broken meta line is named."""
+    root = tmp_path / "embedded"
+    shutil.copytree(bench["embedded"], root)
+    metas = [json.loads(line) for line in (root / "meta.jsonl").read_text().splitlines()]
+    for meta, kind in zip(metas, ("indoor", "outdoor", "outdoor")):
+        meta["kind"] = kind
+    (root / "meta.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metas))
+    assert ev.scene_kinds(root) == {m["id"]: m["kind"] for m in metas}
+    tilt = ev.Predictor(lambda ims, res: [np.linspace(1.0, 2.0, im.shape[-2])[:, None].repeat(im.shape[-1], 1)
+                                          for im in ims])
+    flat = ev.Predictor(lambda ims, res: [np.ones(im.shape[-2:]) + np.linspace(0, 1e-3, im.shape[-1]) for im in ims],
+                        info={"kind": "mean_layout"})
+    out = tmp_path / "res"
+    res = ev.evaluate_model(tilt, [f"embedded:{root}"], out_dir=out, progress=False, label="tilt")
+    rows = [json.loads(line) for line in (out / "embedded" / "per_image.jsonl").read_text().splitlines()]
+    assert [r["scene"] for r in rows] == ["indoor", "outdoor", "outdoor"]
+    summary = res["datasets"]["embedded"]
+    assert list(summary["by_scene"]) == ["indoor", "outdoor"]
+    assert summary["by_scene"]["outdoor"]["n_images"] == 2
+    assert summary["by_scene"]["outdoor"]["metrics"]["abs_rel"] == pytest.approx(np.mean([r["abs_rel"] for r in rows[1:]]))
+    assert summary["by_scene"]["indoor"]["metrics"]["delta1"] == pytest.approx(rows[0]["delta1"])
+    assert summary["metrics"]["abs_rel"] == pytest.approx(np.mean([r["abs_rel"] for r in rows]))  # the kind is no metric
+    base = ev.evaluate_model(flat, [f"embedded:{root}"], progress=False, label="layout")
+    md = ev.results_table([base, res])
+    assert "### By scene kind" in md
+    ratio = summary["by_scene"]["outdoor"]["metrics"]["abs_rel"] / base["datasets"]["embedded"]["by_scene"]["outdoor"]["metrics"]["abs_rel"]
+    line = next(x for x in md.splitlines() if x.startswith("| tilt | Embedded | outdoor |"))
+    assert line.split("|")[4].strip() == "2" and line.split("|")[-2].strip() == f"{ratio:.2f}"
+    # without meta.jsonl there is nothing per kind, and no section
+    (root / "meta.jsonl").unlink()
+    plain = ev.evaluate_model(tilt, [f"embedded:{root}"], progress=False)
+    assert "by_scene" not in plain["datasets"]["embedded"] and "By scene kind" not in ev.results_table(plain)
+    (root / "meta.jsonl").write_text(json.dumps(metas[0]) + "\n{not json\n")
+    with pytest.raises(ev.EvaluationError, match=r"meta\.jsonl:2: not a scene record"):
+        ev.evaluate_model(tilt, [f"embedded:{root}"], progress=False)
