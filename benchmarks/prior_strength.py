@@ -29,13 +29,14 @@ def main() -> None:
     ap.add_argument("--data", default="outputs/data", help="folder holding synth/ and styled/ (stages.make_data)")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak of the fresh one-cycle schedule")
     args = ap.parse_args()
 
     from fiffdepth.generator import continue_generator
 
     data = Path(args.data)
     report = continue_generator(args.generator, data / "synth", args.out, unet_steps=args.steps,
-                                styled_dir=data / "styled", seed=args.seed)
+                                styled_dir=data / "styled", seed=args.seed, lr=args.lr)
     print(json.dumps(report, indent=1))
 
 
