@@ -16,9 +16,10 @@ This script scores oracles built from the ground truth itself, split by scene ki
 - ``target blurred``: a Gaussian blur of the target (the layout right, the edges gone);
 - ``VAE round trip``: the target through the shipped generator's VAE (``DepthCodec``) and back.
 
-With ``--model DIR`` (default: the shipped ``weights/fiffdepth``) it also scores the model, and
-reports its error in the normalised space: the RMS residual after a least-squares fit of its
-prediction to the clipped target on valid pixels. Comparing that with the oracle rows says how much
+It also scores models (``--model LABEL=DIR``, repeatable; default the shipped
+``weights/fiffdepth``) and the mean-layout baseline, and reports each depth model's error in the
+normalised space: the RMS residual after a least-squares fit of its prediction to the clipped
+target on valid pixels (the oracles get the same column). Comparing that with the oracle rows says how much
 of a model's AbsRel is precision in the target space and how much the metric's amplification.
 """
 
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -74,7 +76,10 @@ def oracle_maps(depth: np.ndarray, valid: np.ndarray, rng: np.random.Generator, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="outputs/data", help="folder with eval/ and eval_real/ (make reproduce's)")
-    parser.add_argument("--model", default="weights/fiffdepth", help="a FiffDepth pipeline directory ('' to skip)")
+    parser.add_argument("--model", action="append", default=None, metavar="[LABEL=]DIR",
+                        help="a model directory to score (repeatable; default: the shipped weights/fiffdepth)")
+    parser.add_argument("--mean-layout", default="outputs/data/synth",
+                        help="training scenes for the mean-layout baseline ('' to skip)")
     parser.add_argument("--vae", default="weights/generator/vae", help="the VAE for the round-trip row ('' to skip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="write the results here as JSON")
@@ -86,7 +91,14 @@ def main() -> int:
     from fiffdepth.codecs import DepthCodec
 
     codec = DepthCodec(AutoencoderKL.from_pretrained(args.vae).float().eval()) if args.vae else None
-    model = ev.load_predictor(args.model) if args.model else None
+    from fiffdepth.baselines import mean_layout_predictor
+
+    models = {}
+    if args.mean_layout:
+        models["mean layout"] = mean_layout_predictor(args.mean_layout)
+    for spec in args.model if args.model is not None else ["shipped model=weights/fiffdepth"]:
+        label, _, path = spec.rpartition("=")
+        models[label or path] = ev.load_predictor(path)
     t0 = time.perf_counter()
     results = {}
     for split in ("eval", "eval_real"):
@@ -103,11 +115,11 @@ def main() -> int:
             scores = {name: ev.score_item(ev.EMBEDDED, item, m, "depth", protocol)["abs_rel"] for name, m in maps.items()}
             scores.update({f"{name}: target-space RMS": _fit_rms(m, maps["target"], valid)
                            for name, m in maps.items() if name != "target"})
-            if model is not None:
+            for label, model in models.items():
                 pred = ev.predict_raw(model, [item["image"]])[0]
-                scores["model"] = ev.score_item(ev.EMBEDDED, item, pred, ev.output_space(model), protocol)["abs_rel"]
-                if ev.output_space(model) == "depth":
-                    scores["model: target-space RMS"] = _fit_rms(np.asarray(pred, np.float64), maps["target"], valid)
+                scores[label] = ev.score_item(ev.EMBEDDED, item, pred, ev.output_space(model), protocol)["abs_rel"]
+                if ev.output_space(model) == "depth":  # a disparity model's residual would be in another space
+                    scores[f"{label}: target-space RMS"] = _fit_rms(np.asarray(pred, np.float64), maps["target"], valid)
             kind = kinds.get(str(item["name"]), "all")
             for k in (kind, "all"):
                 for name, v in scores.items():
@@ -125,13 +137,13 @@ def main() -> int:
         print(f"| {n} | " + " | ".join(f"{scale * results[s][k][n]:.{3 if scale == 1 else 1}f}" for s, k in cols) + " |")
     if args.out:
         from fiffdepth.atomic import write_text
+        from fiffdepth.bench import versions
 
         write_text(args.out, json.dumps({
-            "command": "python benchmarks/target_sensitivity.py " + " ".join(
-                f"--{k} {v}" for k, v in vars(args).items() if v not in ("", None)),
+            "command": shlex.join(["python", "benchmarks/target_sensitivity.py", *sys.argv[1:]]),
             "results": results, "seconds": round(time.perf_counter() - t0, 1),
-            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+            "versions": versions(), "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
     return 0
 
 
