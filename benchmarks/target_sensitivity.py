@@ -88,11 +88,10 @@ def main() -> int:
     from diffusers import AutoencoderKL
 
     from fiffdepth import evaluate as ev
+    from fiffdepth.baselines import mean_layout_predictor
     from fiffdepth.codecs import DepthCodec
 
     codec = DepthCodec(AutoencoderKL.from_pretrained(args.vae).float().eval()) if args.vae else None
-    from fiffdepth.baselines import mean_layout_predictor
-
     models = {}
     if args.mean_layout:
         models["mean layout"] = mean_layout_predictor(args.mean_layout)
