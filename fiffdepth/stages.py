@@ -426,7 +426,8 @@ def _method_dir(L: Layout, method: str) -> Path:
 
 def label_of(variant: str) -> str:
     if variant == SHIPPED:
-        steps = (_read_json(_method_dir(layout(), SHIPPED) / "summary.json") or {}).get("steps")
+        summary = _read_json(_method_dir(layout(), SHIPPED) / "summary.json") or {}
+        steps = summary.get("total_steps", summary.get("steps"))  # all fine-tuning stages
         return f"FiffDepth, shipped weights ({steps} steps)" if steps else "FiffDepth, shipped weights"
     if variant == MEAN_LAYOUT:
         return MEAN_LAYOUT_LABEL

@@ -499,6 +499,25 @@ def _load_model(cfg: FiffDepthConfig) -> FiffDepthModel:
     return model.reinit_unet(cfg.train.seed) if cfg.model.unet_init == "random" else model
 
 
+def prior_fine_tune_steps(pretrained: str | os.PathLike | None) -> int:
+    """Fine-tuning steps the starting weights already carry: 0 for a generator prior, a hub id
+    or nothing; for a local FiffDepth model written by ``train`` (a ``summary.json`` beside its
+    ``unet/``), its ``total_steps`` (or ``steps``, for summaries older than that field). A run
+    started from it records ``total_steps`` = that + its own steps, so a model fine-tuned in
+    stages is labelled with all of them."""
+    if not pretrained:
+        return 0
+    f = Path(pretrained) / "summary.json"
+    if not f.is_file():
+        return 0
+    try:
+        s = json.loads(f.read_text())
+        return int(s.get("total_steps", s["steps"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{f}: not a training summary ({err}); pass a model directory written by "
+                         f"`fiffdepth train`, or remove the file") from err
+
+
 def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True, cache_root: str | Path | None = None,
           on_log=None, force_resume: bool = False, overwrite: bool = False) -> dict:
     """Run (or resume) a training run; returns a summary dict. See the module docstring.
@@ -516,6 +535,7 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
 
     tc = cfg.train
     out = Path(tc.output_dir)
+    prior_steps = prior_fine_tune_steps(cfg.model.pretrained)  # before any work: a bad summary fails fast
     log_with = trackers(tc.report_to)
     accelerator = make_accelerator(tc.mixed_precision, tc.grad_accumulation, log_with=log_with,
                                    project_config=ProjectConfiguration(project_dir=str(out),
@@ -651,10 +671,12 @@ def train(cfg: FiffDepthConfig, resume: str | None = None, progress: bool = True
     from accelerate.utils import gather_object
 
     digests = gather_object([weights_digest(final.unet)])
-    summary = {"steps": step, "seconds": elapsed, "it_per_s": steps_done / elapsed if elapsed > 0 else None,
+    summary = {"steps": step, "total_steps": prior_steps + step, "seconds": elapsed, "it_per_s": steps_done / elapsed if elapsed > 0 else None,
                "final": last, "output_dir": str(out), "world_size": world, "device": str(accelerator.device),
                "mixed_precision": accelerator.mixed_precision, "report_to": log_with or [],
                "trained_weight_digest": trained_digest, "rank_weight_digests": digests}
+    if prior_steps:
+        summary["fine_tuned_from"] = {"path": str(cfg.model.pretrained), "total_steps": prior_steps}
     if accelerator.is_main_process:
         final.unet.eval()
         final.vae.to("cpu")

@@ -144,6 +144,29 @@ def test_final_run_dir_loads_in_pipeline(train_data, tmp_path):
     depth = pipe(torch.rand(3, 40, 40)).prediction
     assert depth.shape == (1, 40, 40, 1)
     assert (out / "config.yaml").is_file() and (out / "losses.jsonl").is_file()
+    assert json.loads((out / "summary.json").read_text())["total_steps"] == 1
+
+    # a second stage from the first one's directory counts both stages' steps
+    again = tmp_path / "again"
+    summary = train(get_config("tiny", _overrides(train_data, again, **{"train.iterations": 2, "model.pretrained": str(out)})),
+                    progress=False, cache_root=tmp_path / "cache")
+    assert summary["steps"] == 2 and summary["total_steps"] == 3
+    assert summary["fine_tuned_from"] == {"path": str(out), "total_steps": 1}
+    assert json.loads((again / "summary.json").read_text())["total_steps"] == 3
+
+
+def test_prior_fine_tune_steps_reads_summaries_and_names_a_bad_one(tmp_path):
+    from fiffdepth.train import prior_fine_tune_steps
+
+    assert prior_fine_tune_steps(None) == prior_fine_tune_steps("") == 0
+    assert prior_fine_tune_steps(tmp_path) == 0  # a generator prior: no summary.json
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 12000}))  # written before total_steps existed
+    assert prior_fine_tune_steps(tmp_path) == 12000
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 12000, "total_steps": 24000}))
+    assert prior_fine_tune_steps(tmp_path) == 24000
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match="summary.json: not a training summary"):
+        prior_fine_tune_steps(tmp_path)
 
 
 def test_cached_versions_are_pixel_space_mirrors_and_crops():

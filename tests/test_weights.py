@@ -79,3 +79,14 @@ def test_unknown_shipped_name_is_an_error():
     with pytest.raises(ValueError):
         shipped("nope")
     assert WEIGHTS_DIR.name == "weights"
+
+
+def test_shipped_model_is_labelled_with_all_its_fine_tuning_stages():
+    import json
+
+    from fiffdepth import stages
+
+    summary = json.loads((shipped("fiffdepth") / "summary.json").read_text())
+    # each stage's summary adds its own steps to those of the model it started from
+    assert summary["total_steps"] == summary["steps"] + summary.get("fine_tuned_from", {}).get("total_steps", 0)
+    assert stages.label_of(stages.SHIPPED) == f"FiffDepth, shipped weights ({summary['total_steps']} steps)"
