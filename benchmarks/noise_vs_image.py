@@ -7,7 +7,8 @@
 Run after ``make reproduce`` (it reads ``outputs/``). For the first ``--n`` held-out synthetic
 scenes, each model predicts every image twice, with noise seeds 0 and 1 (one ensemble member,
 ``--steps`` DDIM steps for a Marigold pipeline; FiffDepth draws no noise). Each map is
-normalised to [0, 1] by its own 2/98 percentiles, and the script reports:
+normalised to [0, 1] by its own 2/98 percentiles (``fiffdepth.plots.stretch``, as the figures
+draw it), and the script reports:
 
 - ``across_images``: the per-pixel std over the images at seed 0, averaged over pixels. A model
   that ignores the image and always draws the same noise scores 0; the ground truth's own value
@@ -26,14 +27,10 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-
-def unit(m: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(m, [2, 98])
-    return np.clip((m - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+from fiffdepth.plots import stretch
 
 
 def probe(model: str, images, gts, steps: int) -> dict:
@@ -41,8 +38,8 @@ def probe(model: str, images, gts, steps: int) -> dict:
 
     predictor = ev.load_predictor(model)
     kwargs = ev.marigold_call(steps, 1) if ev._is_marigold(predictor) else None
-    a = np.stack([unit(m) for m in ev.predict_depths(predictor, images, pipeline_kwargs=kwargs, seed=0)])
-    b = np.stack([unit(m) for m in ev.predict_depths(predictor, images, pipeline_kwargs=kwargs, seed=1)])
+    a = np.stack([stretch(m) for m in ev.predict_depths(predictor, images, pipeline_kwargs=kwargs, seed=0)])
+    b = np.stack([stretch(m) for m in ev.predict_depths(predictor, images, pipeline_kwargs=kwargs, seed=1)])
     corr = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, gts)]
     return {"across_images": float(a.std(0).mean()), "across_seeds": float(np.abs(a - b).mean()),
             "corr_with_gt": float(np.mean(corr))}
@@ -66,7 +63,7 @@ def main(argv=None) -> int:
     n = min(args.n, len(ds))
     items = [ds[i] for i in range(n)]
     images = [it["image"] for it in items]
-    gts = np.stack([unit(np.asarray(it["depth"], dtype=np.float32).squeeze()) for it in items])
+    gts = np.stack([stretch(np.asarray(it["depth"], dtype=np.float32).squeeze()) for it in items])
     t0 = time.time()
     results = {"gt_across_images": float(gts.std(0).mean())}
     for spec in args.model:
@@ -77,16 +74,14 @@ def main(argv=None) -> int:
         print(label, json.dumps(results[label]))
     print("ground truth across images", round(results["gt_across_images"], 3))
     if args.out:
+        from fiffdepth.atomic import write_json
         from fiffdepth.bench import versions
 
         record = {"command": "python benchmarks/noise_vs_image.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
                   "dataset": args.dataset, "n": n, "steps": args.steps, "results": results,
                   "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d"),
                   "versions": versions(), "threads": torch.get_num_threads()}
-        out = Path(args.out)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(out)  # atomic: a failed run leaves the previous file
+        write_json(args.out, record)  # atomic: a failed run leaves the previous file
     return 0
 
 
