@@ -14,6 +14,7 @@ holds one frame shape; a cache may hold several (Virtual KITTI keeps its own, se
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, latent_valid_mask, normalize_depth
 from .data.io import DataError
 
-CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 1}
+CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 2}
 
 
 def vae_fingerprint(vae) -> str:
@@ -139,9 +140,8 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
     Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
     Streams: at most one batch of items and one shard of latents are held in memory.
     ``n_items`` (the progress bar's total) may be a function, called only when building.
+    On CPU the bytes are the same at any thread count (``_thread_independent``).
     """
-    from tqdm.auto import tqdm
-
     root = Path(root)
     target = root / key
     if (target / "index.json").is_file():
@@ -150,6 +150,34 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
         except ValueError as err:
             warnings.warn(f"rebuilding latent cache: {err}")
     total = n_items() if callable(n_items) else n_items
+    with _thread_independent(vae):
+        return _build(target, key, items, total, vae, shard_size, batch_size, progress, description)
+
+
+@contextlib.contextmanager
+def _thread_independent(vae):
+    """On CPU in fp32, the VAE's 1×1 convolutions as ``MatmulConv1x1`` while the cache is encoded
+    (as ``FiffDepthPipeline`` does for inference), so the cache's bytes do not depend on the
+    thread count; the modules get their own class back afterwards."""
+    from .pipeline import MatmulConv1x1, thread_independent_1x1_convs
+
+    if vae.device.type != "cpu" or vae.dtype != torch.float32:
+        yield
+        return
+    plain = [m for m in vae.modules() if type(m) is torch.nn.Conv2d]
+    thread_independent_1x1_convs(vae)
+    try:
+        yield
+    finally:
+        for m in plain:
+            if type(m) is MatmulConv1x1:
+                m.__class__ = torch.nn.Conv2d
+
+
+def _build(target: Path, key: str, items, total, vae, shard_size: int, batch_size: int, progress: bool,
+           description: str) -> LatentCache:
+    from tqdm.auto import tqdm
+
     images, depths = ImageCodec(vae), DepthCodec(vae)
     dev, dt = vae.device, vae.dtype
     shards, names = [], []

@@ -321,31 +321,82 @@ def make_pseudo_labels(out: str | os.PathLike = "outputs", teacher: str | None =
 
 # -- 03 / 05: training -------------------------------------------------------------------------------------
 
+def finished_run(out: str | os.PathLike = "outputs", variant: str = "fiffdepth", steps: int | None = None,
+                 preset: str = "tiny", overrides: dict | None = None) -> dict | None:
+    """The summary of OUT/runs/<variant> when it finished with the identical config, else None."""
+    run_dir = layout(out).runs / variant
+    cfg = stage_config(out, preset, overrides, variant, steps)
+    done = _read_json(run_dir / "summary.json")
+    if not done:
+        return None
+    if variant == MARIGOLD:
+        return done if _read_json(run_dir / "fiffdepth_config.json") == cfg.to_dict() else None
+    if (run_dir / "config.yaml").is_file() and FiffDepthConfig.load(run_dir / "config.yaml") == cfg:
+        return done
+    return None
+
+
 def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth", steps: int | None = None,
                   preset: str = "tiny", overrides: dict | None = None, progress: bool = True,
                   on_log=None) -> dict:
-    """Train one variant into OUT/runs/<variant>; reuse a finished run with the identical config."""
+    """Train one variant into OUT/runs/<variant>, in this process with its threads; reuse a
+    finished run with the identical config. ``train_variants`` trains several side by side."""
     L = layout(out)
     run_dir = L.runs / variant
+    done = finished_run(out, variant, steps, preset, overrides)
+    if done:
+        return done
+    cfg = stage_config(out, preset, overrides, variant, steps)
     if variant == MARIGOLD:
         from .marigold import train_marigold
 
-        cfg = stage_config(out, preset, overrides, MARIGOLD, steps)
-        done = _read_json(run_dir / "summary.json")
-        if done and _read_json(run_dir / "fiffdepth_config.json") == cfg.to_dict():
-            return done
         summary = train_marigold(cfg, run_dir, cache_root=L.cache, progress=progress)
         write_json(run_dir / "fiffdepth_config.json", cfg.to_dict())
         return summary
     from .train import train
 
-    cfg = stage_config(out, preset, overrides, variant, steps)
-    done = _read_json(run_dir / "summary.json")
-    if done and (run_dir / "config.yaml").is_file():
-        if FiffDepthConfig.load(run_dir / "config.yaml") == cfg:
-            return done
     # a killed run of this config resumes; checkpoints of another config are replaced, not resumed
     return train(cfg, resume="latest", overwrite=True, progress=progress, cache_root=L.cache, on_log=on_log)
+
+
+def _prepare_caches(job) -> None:
+    """Build the latent caches ``job`` will read (a no-op when they exist), in this process, so
+    that pooled runs never build the same cache at once."""
+    from .train import _load_model, build_caches
+
+    if finished_run(job.out, job.variant, job.steps, job.preset, job.overrides):
+        return
+    cfg = stage_config(job.out, job.preset, job.overrides, job.variant, job.steps)
+    if job.variant == MARIGOLD:  # the Marigold-style baseline reads only the synthetic cache
+        cfg = cfg.override({"loss.teacher_supervision": "none"})
+    build_caches(cfg, _load_model(cfg).vae, layout(job.out).cache, progress=False)
+
+
+def _train_jobs(jobs: list, workers: int | None = None, progress: bool = True, on_log: dict | None = None) -> dict:
+    """``fiffdepth.pool.run_jobs`` for these jobs, finished runs reused without a new process."""
+    from .pool import run_jobs
+
+    done = {j.name: finished_run(j.out, j.variant, j.steps, j.preset, j.overrides) for j in jobs}
+    todo = [j for j in jobs if not done[j.name]]
+    if todo:
+        done.update(run_jobs(todo, workers=workers, progress=progress, on_log=on_log, prepare=_prepare_caches,
+                             log_path=lambda j: layout(j.out).runs / j.variant / "losses.jsonl"))
+    return {j.name: done[j.name] for j in jobs}
+
+
+def train_variants(out: str | os.PathLike = "outputs", variants: list[str] | tuple = ("fiffdepth",),
+                   steps: int | None = None, preset: str = "tiny", overrides: dict | None = None,
+                   workers: int | None = None, progress: bool = True, on_log: dict | None = None) -> dict:
+    """Train several variants (``VARIANTS`` names or ``MARIGOLD``) into OUT/runs, side by side:
+    on a CPU-only machine each in its own one-thread process, as many at a time as there are
+    cores (``workers``), so a run's bytes do not depend on the machine's core count; with a GPU,
+    one after another. Finished runs with the identical config are reused. ``on_log``:
+    ``{variant: callback}`` fed with that run's ``losses.jsonl`` records as they appear.
+    Returns ``{variant: summary}``."""
+    from .pool import Job
+
+    jobs = [Job(str(out), v, steps, preset, dict(overrides or {})) for v in dict.fromkeys(variants)]
+    return _train_jobs(jobs, workers=workers, progress=progress, on_log=on_log)
 
 
 # -- 04 / 05: evaluation ----------------------------------------------------------------------------------
@@ -632,30 +683,35 @@ def spread_over_seeds(rows_by_seed: dict[int, dict[str, dict[str, float]]]) -> d
 def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (1, 2),
                 variants: list[str] | tuple = tuple(VARIANTS), steps: int | None = None, preset: str = "tiny",
                 overrides: dict | None = None, max_images: int | None = None, device: str = "cpu",
-                progress: bool = True) -> dict:
+                progress: bool = True, workers: int | None = None) -> dict:
     """Retrain ``variants`` with other training seeds (``train.seed``) on the same data and
     priors, score each like ``evaluate_methods(..., pseudo_agreement=True)``, and report every
     metric as mean ± std over the seeds, the main run (seed 0, OUT/runs) included.
 
-    Seed n lives in OUT/seeds/seed<n>, whose data/, priors/ and latent cache link to OUT's.
+    Seed n lives in OUT/seeds/seed<n>, whose data/, priors/ and latent cache link to OUT's. All
+    seeds' runs train in one pool (``train_variants``: one-thread processes side by side).
     Writes OUT/results/seeds.json and seeds.md; returns ``{"spread", "rows_by_seed", "markdown"}``.
     """
+    from .pool import Job
+
     L = layout(out)
     variants = list(variants)
     base_seed = int((overrides or {}).get("train.seed", 0))
     main = evaluate_methods(out, variants, max_images=max_images, device=device, name=None,
                             pseudo_agreement=True, progress=progress)  # cached scores of 05_ablations
     rows_by_seed = {base_seed: main["rows"]}
+    roots: dict[int, Path] = {}
     for seed in seeds:
-        if seed in rows_by_seed:
+        if int(seed) in rows_by_seed:
             continue
-        root = link_inputs(L.root / "seeds" / f"seed{seed}", out)
-        for v in variants:
-            train_variant(root, v, steps=steps, preset=preset, overrides={**(overrides or {}), "train.seed": int(seed)},
-                          progress=progress)
+        roots[int(seed)] = link_inputs(L.root / "seeds" / f"seed{seed}", out)
+    # every seed's runs in one pool, so the cores stay busy until the last run
+    _train_jobs([Job(str(root), v, steps, preset, {**(overrides or {}), "train.seed": seed})
+                 for seed, root in roots.items() for v in variants], workers=workers, progress=progress)
+    for seed, root in roots.items():
         res = evaluate_methods(root, variants, max_images=max_images, device=device, name="ablations",
                                pseudo_agreement=True, progress=progress)
-        rows_by_seed[int(seed)] = res["rows"]
+        rows_by_seed[seed] = res["rows"]
     spread = spread_over_seeds(rows_by_seed)
     seeds_per_label = {label: max((s[2] for s in stats.values()), default=0) for label, stats in spread.items()}
     markdown = (f"Mean ± sample std over training seeds {sorted(rows_by_seed)} (same data, priors and steps), "

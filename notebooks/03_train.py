@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -22,7 +22,13 @@
 # pseudo-label latents, Eq. 4). The plot below redraws as training logs; the run directory
 # (`OUT/runs/fiffdepth`) holds checkpoints, `losses.jsonl`, TensorBoard logs and the final model.
 #
-# *Runtime (tiny, 2 CPU cores): about 6 minutes (latent caches, then 250 steps).*
+# The same cell trains the models `04_evaluate` and `05_ablations` compare with it: the Fig. 7
+# ablations, the random-init UNet and the Marigold-style baseline, with the same data and steps.
+# On a CPU every run trains in its own one-thread process, as many at a time as there are cores
+# (`stages.train_variants`): on 2 cores that is faster than one run after another on 2 threads, and
+# a run's bytes do not depend on the machine's core count. With a GPU they train one after another.
+#
+# *Runtime (tiny, 2 CPU cores): about 15 minutes (latent caches, then seven runs of 250 steps, two at a time).*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/03_train.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it
@@ -37,6 +43,9 @@ seed = 0
 device = "cpu"
 overrides = {}           # dotted config overrides, e.g. {"data.synthetic": ["hypersim:/data/hypersim"]}
 steps = 250          # the same for every variant in 05_ablations (make reproduce's 30-minute budget)
+variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]  # as 05_ablations'
+baseline = True          # also train the Marigold-style baseline of 04_evaluate
+workers = None           # runs side by side on a CPU (None: one per core)
 n_show = 4
 
 
@@ -56,8 +65,11 @@ Path(figures_dir).mkdir(parents=True, exist_ok=True)
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output
 live = plots.LiveLossPlot("fiffdepth", every=5)
-summary = stages.train_variant(out_dir, "fiffdepth", steps=steps, preset=preset, overrides=overrides, on_log=live)
-print(f"{summary['steps']} steps, {summary['it_per_s'] or 0:.2f} it/s, final loss {summary['final'].get('loss', float('nan')):.4f}")
+runs = stages.train_variants(out_dir, ["fiffdepth", *variants] + ([stages.MARIGOLD] if baseline else []), steps=steps,
+                             preset=preset, overrides=overrides, workers=workers, on_log={"fiffdepth": live})
+for name, s in runs.items():
+    print(f"{name:>18}: {s['steps']} steps, {s['it_per_s'] or 0:.2f} it/s")
+summary = runs["fiffdepth"]
 
 # %%
 # checked by nbval (strict): the same on every execution

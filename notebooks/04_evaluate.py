@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,7 +25,7 @@
 # scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 # Table 3: `fiffdepth bench` times every method on the same components.
 #
-# *Runtime (tiny, 2 CPU cores): about 6 minutes (training the Marigold baseline, then evaluation on both domains).*
+# *Runtime (tiny, 2 CPU cores): about 3 minutes (evaluation on both domains; `03_train` trained the Marigold baseline).*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/04_evaluate.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it
@@ -63,7 +63,7 @@ Path(figures_dir).mkdir(parents=True, exist_ok=True)
 
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output
-stages.train_variant(out_dir, stages.MARIGOLD, steps=steps, preset=preset, overrides=overrides)
+stages.train_variants(out_dir, [stages.MARIGOLD], steps=steps, preset=preset, overrides=overrides)  # 03_train's run
 results = stages.evaluate_methods(out_dir, ["fiffdepth", stages.SHIPPED, "teacher", stages.MARIGOLD], datasets=datasets,
                                   max_images=max_images, marigold_steps=marigold_steps,
                                   marigold_ensemble=marigold_ensemble, device=device, name="main")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,7 +23,7 @@
 # agreement with the teacher's pseudo-labels on the real photos. Whatever the numbers say is
 # reported as is.
 #
-# *Runtime (tiny, 2 CPU cores): about 20 minutes: five variants of ≈ 2 minutes each, then scoring eight methods; each extra seed adds about as much again.*
+# *Runtime (tiny, 2 CPU cores): about 5 minutes: `03_train` has trained the variants (run alone, this notebook trains them, two at a time), then scoring eight methods; each extra seed adds about 10 minutes.*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/05_ablations.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it
@@ -60,8 +60,8 @@ Path(figures_dir).mkdir(parents=True, exist_ok=True)
 
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output
-for v in variants:
-    s = stages.train_variant(out_dir, v, steps=steps, preset=preset, overrides=overrides)
+runs = stages.train_variants(out_dir, variants, steps=steps, preset=preset, overrides=overrides)  # 03_train's runs
+for v, s in runs.items():
     print(f"{v:>18}: {s['steps']} steps in {s['seconds']:.0f} s")
 
 # %%
