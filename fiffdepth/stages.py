@@ -13,7 +13,7 @@ its work. Layout::
                        and real-styled images without depth (real/styled/)       00_data
     OUT/priors/generator, OUT/priors/teacher                         01_priors
     OUT/data/pseudo    teacher pseudo-labels of OUT/data/real        02_teacher_pseudo_labels
-    OUT/runs/<variant> FiffDepth and each ablation / baseline        03_train, 05_ablations
+    OUT/runs/<variant> FiffDepth and each ablation / baseline        03_train (04, 05 reuse them)
     OUT/results        results.json, results.md                      04_evaluate, 05_ablations
 
 At paper scale (``preset="paper"``) nothing is generated or pretrained: the data stages check

@@ -23,7 +23,7 @@
 # agreement with the teacher's pseudo-labels on the real photos. Whatever the numbers say is
 # reported as is.
 #
-# *Runtime (tiny, 2 CPU cores): about 5 minutes: `03_train` has trained the variants (run alone, this notebook trains them, two at a time), then scoring eight methods; each extra seed adds about 10 minutes.*
+# *Runtime (tiny, 2 CPU cores): 5 minutes on the slower of the project's machines: `03_train` has trained the variants (run alone, this notebook trains them, two at a time), so this is scoring eight methods; each extra seed retrains six variants and scores them again.*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/05_ablations.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it
@@ -89,8 +89,8 @@ plt.show()
 # %% [markdown]
 # One training seed per variant cannot separate small differences from seed noise. With
 # `extra_seeds` set, every FiffDepth variant is retrained with those seeds (same data, priors and
-# steps) and each metric is reported as mean ± std over all seeds (about 6 minutes per extra
-# seed on 2 CPU cores; off by default to keep `make reproduce` short).
+# steps) and each metric is reported as mean ± std over all seeds. All seeds' runs train in one
+# pool of one-thread processes, as in `03_train` (off by default to keep `make reproduce` short).
 
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output
