@@ -2,7 +2,7 @@
 
 On a small CPU, one run with two threads trains slower than two one-thread runs side by side
 (measured on the project's 2-core AMD EPYC: 1.12 it/s for one run on 2 threads, 2 × 0.81 it/s
-for two runs on 1 thread each; README, Reproduce). The backward pass's sums also depend on the
+for two runs on 1 thread each; README, Measured, Runs side by side). The backward pass's sums also depend on the
 thread count, so a run's bytes depend on how many threads trained it. Pinning every pooled run
 to ``threads`` threads (1 by default) makes its bytes the same whatever the worker count or the
 machine's core count, and lets ``workers`` runs share the cores.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -359,17 +359,27 @@ def train_variant(out: str | os.PathLike = "outputs", variant: str = "fiffdepth"
     return train(cfg, resume="latest", overwrite=True, progress=progress, cache_root=L.cache, on_log=on_log)
 
 
-def _prepare_caches(job) -> None:
-    """Build the latent caches ``job`` will read (a no-op when they exist), in this process, so
-    that pooled runs never build the same cache at once."""
+def _cache_builder():
+    """``prepare(job)`` for ``pool.run_jobs``: build the latent caches ``job`` will read (a no-op
+    when they exist), in this process, so that pooled runs never build the same cache at once.
+    The VAE is loaded once per model config (the variants differ in losses and UNet init only)."""
     from .train import _load_model, build_caches
 
-    if finished_run(job.out, job.variant, job.steps, job.preset, job.overrides):
-        return
-    cfg = stage_config(job.out, job.preset, job.overrides, job.variant, job.steps)
-    if job.variant == MARIGOLD:  # the Marigold-style baseline reads only the synthetic cache
-        cfg = cfg.override({"loss.teacher_supervision": "none"})
-    build_caches(cfg, _load_model(cfg).vae, layout(job.out).cache, progress=False)
+    vaes: dict[str, object] = {}
+
+    def prepare(job) -> None:
+        cfg = stage_config(job.out, job.preset, job.overrides, job.variant, job.steps)
+        if job.variant == MARIGOLD:  # the Marigold-style baseline reads only the synthetic cache
+            cfg = cfg.override({"loss.teacher_supervision": "none"})
+        model_cfg = {**cfg.to_dict()["model"], "unet_init": None}
+        if not cfg.model.pretrained:  # a VAE made from the config depends on the seed
+            model_cfg["seed"] = cfg.train.seed
+        key = json.dumps(model_cfg, sort_keys=True, default=str)
+        if key not in vaes:
+            vaes[key] = _load_model(cfg).vae
+        build_caches(cfg, vaes[key], layout(job.out).cache, progress=False)
+
+    return prepare
 
 
 def _train_jobs(jobs: list, workers: int | None = None, progress: bool = True, on_log: dict | None = None) -> dict:
@@ -379,7 +389,7 @@ def _train_jobs(jobs: list, workers: int | None = None, progress: bool = True, o
     done = {j.name: finished_run(j.out, j.variant, j.steps, j.preset, j.overrides) for j in jobs}
     todo = [j for j in jobs if not done[j.name]]
     if todo:
-        done.update(run_jobs(todo, workers=workers, progress=progress, on_log=on_log, prepare=_prepare_caches,
+        done.update(run_jobs(todo, workers=workers, progress=progress, on_log=on_log, prepare=_cache_builder(),
                              log_path=lambda j: layout(j.out).runs / j.variant / "losses.jsonl"))
     return {j.name: done[j.name] for j in jobs}
 
