@@ -10,6 +10,8 @@ TORCH_INDEX ?=
 PRESET ?= tiny
 OUT ?= outputs
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core: `auto`; 0 runs the tests in one process); files stay whole on a worker
+TEST_WORKERS ?= auto
 REPRO_ARGS ?=
 DATA ?=
 SEEDS ?= 1
@@ -38,7 +40,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 reproduce: install
 	$(BIN)/python -m fiffdepth.reproduce --preset $(PRESET) --out $(OUT) --seeds $(SEEDS) $(if $(DATA),--data $(DATA)) $(REPRO_ARGS)

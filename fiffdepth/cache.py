@@ -29,6 +29,9 @@ from safetensors.torch import save_file
 from .atomic import staged_dir
 from .codecs import DepthCodec, ImageCodec, latent_valid_mask, normalize_depth
 from .data.io import DataError
+from .pool import one_thread_lanes
+
+LOOKAHEAD = 4  # batches of items queued for the encoders beyond the one being read
 
 CODEC_SETTINGS = {"depth_percentiles": [0.02, 0.98], "invalid_fill": 1.0, "posterior": "mean", "version": 2}
 
@@ -138,9 +141,10 @@ def build_latent_cache(root: str | Path, key: str, items: Callable[[], Iterable[
     a new frame shape starts a new shard.
 
     Reuses ``root/key`` when complete; otherwise builds it in a temp dir and renames it in place.
-    Streams: at most one batch of items and one shard of latents are held in memory.
+    Streams: at most a few batches of items (``LOOKAHEAD``) and one shard of latents are held in memory.
     ``n_items`` (the progress bar's total) may be a function, called only when building.
-    On CPU the bytes are the same at any thread count (``_thread_independent``).
+    On CPU the bytes are the same at any thread count (``_thread_independent``), and batches are
+    encoded side by side on one thread each (``pool.one_thread_lanes``).
     """
     root = Path(root)
     target = root / key
@@ -181,34 +185,39 @@ def _build(target: Path, key: str, items, total, vae, shard_size: int, batch_siz
     images, depths = ImageCodec(vae), DepthCodec(vae)
     dev, dt = vae.device, vae.dtype
     shards, names = [], []
-    buf: dict[str, list] = {"x0": [], "d": [], "mask": []}
+    buf: list = []  # one shard's batches: futures of (x0, d, mask)
     pending: list[dict] = []
+
+    def encode(batch: list[dict]):
+        img = torch.stack([p["image"] for p in batch]).to(dev, dt)
+        dep = torch.stack([p["depth"] for p in batch]).to(dev)
+        val = torch.stack([p["valid_mask"] for p in batch]).to(dev)
+        with torch.no_grad():
+            x0 = images.encode(img).float().cpu()
+            d = depths.encode(normalize_depth(dep, val).to(dt)).float().cpu()
+        return x0, d, latent_valid_mask(val, images.scale_factor).cpu()
 
     def flush_batch():
         if not pending:
             return
-        img = torch.stack([p["image"] for p in pending]).to(dev, dt)
-        dep = torch.stack([p["depth"] for p in pending]).to(dev)
-        val = torch.stack([p["valid_mask"] for p in pending]).to(dev)
-        with torch.no_grad():
-            buf["x0"].append(images.encode(img).float().cpu())
-            buf["d"].append(depths.encode(normalize_depth(dep, val).to(dt)).float().cpu())
-        buf["mask"].append(latent_valid_mask(val, images.scale_factor).cpu())
+        buf.append(pool.submit(encode, list(pending)))
         names.extend(p["name"] for p in pending)
         pending.clear()
+        if len(buf) > LOOKAHEAD:  # at most LOOKAHEAD + 1 batches of items waiting or being encoded
+            buf[-LOOKAHEAD - 1].result()
 
     def flush_shard(tmp: Path):
         flush_batch()
-        if not buf["x0"]:
+        if not buf:
             return
-        tensors = {k: torch.cat(v).contiguous() for k, v in buf.items()}
+        parts = [f.result() for f in buf]
+        tensors = {k: torch.cat([p[i] for p in parts]).contiguous() for i, k in enumerate(("x0", "d", "mask"))}
         fname = f"shard_{len(shards):05d}.safetensors"
         save_file(tensors, str(tmp / fname))
         shards.append({"file": fname, "count": int(tensors["x0"].shape[0])})
-        for v in buf.values():
-            v.clear()
+        buf.clear()
 
-    with staged_dir(target, prefix=f".{key}.") as tmp:
+    with staged_dir(target, prefix=f".{key}.") as tmp, one_thread_lanes(dev) as pool:
         count, shape = 0, None
         for item in tqdm(items(), total=total, desc=f"encode {description}", disable=not progress):
             if shape is not None and item["image"].shape != shape:

@@ -324,13 +324,14 @@ class FiffDepthPipeline(DiffusionPipeline):
                            resample_in: str, resample_out: str):
         """batch: (B, 3, H, W) in [0, 1] -> depth d0 (B, 1, H', W') in [0, 1], the same for d₋₁ or
         None, and the d0 latents (B, 4, h, w) on the CPU."""
+        device, dtype = self._prepared_for  # checked by __call__; the properties cost ms per read (codecs.placement)
         x, padding, size = self.image_processor.preprocess(batch, res if res else None, resample_in,
-                                                           device=self.device, dtype=torch.float32)
+                                                           device=device, dtype=torch.float32)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype in (torch.bfloat16, torch.float16)):
             with self._stage("encode"):
-                x0 = self.image_codec.encode(x.to(self.dtype))
+                x0 = self.image_codec.encode(x.to(dtype))
             with self._stage("unet"):
                 d0 = self.model.predict_latent(x0)
                 d_ext = self.model.extend(d0) if extended else None

@@ -1,4 +1,4 @@
-"""Several training runs at once on a CPU: one process per run, one thread per process.
+"""Several training runs (or scorings) at once on a CPU: one process per run, one thread per process.
 
 On a small CPU, one run with two threads trains slower than two one-thread runs side by side
 (measured on the project's 2-core AMD EPYC: 1.12 it/s for one run on 2 threads, 2 × 0.81 it/s
@@ -12,13 +12,17 @@ builds the latent caches first (so two children never build the same cache), the
 children through their ``losses.jsonl`` files: one progress bar over all steps, and ``on_log``
 callbacks (e.g. a notebook's live loss plot) fed as records appear. Where an accelerator is
 present the runs go one after another in this process instead: a GPU run does not gain from it.
+``in_processes`` is the same for any function: ``stages.evaluate_methods`` scores methods with it.
+``one_thread_lanes`` does it with threads inside one process (the latent cache's encoder, the teacher's
+pseudo-labels).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -67,6 +71,80 @@ def _child(job: Job, threads: int) -> dict:
     return {**summary, "threads": threads}
 
 
+@contextlib.contextmanager
+def one_thread_lanes(device):
+    """An executor whose calls run side by side, each on one torch thread. On a CPU: as many
+    Python threads as torch had intra-op threads (torch releases the GIL inside its kernels),
+    with torch set to one thread meanwhile. On the project's 2-core machine two one-thread
+    lanes get more out of the cores than one two-thread call, as two one-thread training runs
+    do (README, Measured, Runs side by side). Use it only for calls whose bytes do not depend
+    on the thread count (the VAE encoder under ``cache._thread_independent``, the teacher).
+    Elsewhere (an accelerator, one thread), calls run in the caller at ``submit``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or threads < 2:
+        class Inline:  # the executor's interface, run at submit
+            @staticmethod
+            def submit(fn, *args):
+                f = Future()
+                try:
+                    f.set_result(fn(*args))
+                except BaseException as err:  # noqa: BLE001 - raised by result(), as from a thread
+                    f.set_exception(err)
+                return f
+
+        yield Inline()
+        return
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lane") as pool:
+            yield pool
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _call_child(fn: Callable, args: tuple, threads: int):
+    """``fn(*args)`` in a pooled process with ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+def in_processes(fn: Callable, args_list: list[tuple], workers: int | None = None, threads: int = 1,
+                 names: list[str] | None = None, desc: str = "run", progress: bool = True) -> list:
+    """``[fn(*args) for args in args_list]``, in ``workers`` (default ``default_workers``) spawned
+    processes with ``threads`` torch threads, each process taking the next call when it is free
+    (the imports, about 10 s on the project's CPU, are paid once per process); ``fn`` must be importable
+    (a module-level function). A failed call does not stop the others; once all have ended, the
+    first failure is raised, named by ``names``."""
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    names = names or [str(i) for i in range(len(args_list))]
+    workers = workers or default_workers(len(args_list), threads)
+    results, errors = [None] * len(args_list), []
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, \
+            tqdm(total=len(args_list), desc=f"{desc} {len(args_list)}, {workers} at a time, {threads} thread(s) each",
+                 disable=not progress) as bar:
+        futures = {pool.submit(_call_child, fn, args, threads): i for i, args in enumerate(args_list)}
+        for f in as_completed(futures):
+            i = futures[f]
+            try:
+                results[i] = f.result()
+            except BaseException as err:  # noqa: BLE001 - reported below, after the others end
+                errors.append((names[i], err))
+            bar.update(1)
+    if errors:
+        name, err = errors[0]
+        others = f" ({len(errors) - 1} other(s) failed too: {', '.join(n for n, _ in errors[1:])})" if errors[1:] else ""
+        raise RuntimeError(f"{desc} {name!r} failed: {err}{others}") from err
+    return results
+
+
 def _log_records(path: Path) -> list[dict]:
     """The complete records of a ``losses.jsonl`` being written (a half-written last line is skipped)."""
     try:
@@ -88,8 +166,10 @@ def run_jobs(jobs: list[Job], workers: int | None = None, threads: int = 1, prog
     """Train ``jobs`` (finished ones are reused by ``train_variant`` itself); returns ``{job.name: summary}``
     in the order of ``jobs``.
 
-    On a CPU-only machine each run trains in a fresh process with ``threads`` torch threads,
-    ``workers`` (default ``default_workers``) at a time, in the order given. ``prepare(job)`` runs
+    On a CPU-only machine the runs train in ``workers`` (default ``default_workers``) spawned
+    processes with ``threads`` torch threads, in the order given, each process taking the next
+    run when it is free (a run seeds everything it draws, so its bytes do not depend on what the
+    process ran before: ``tests/test_pool.py``). ``prepare(job)`` runs
     in this process before any child starts (the latent caches). ``on_log[job.name]`` receives
     that run's ``losses.jsonl`` records as they appear (``log_path(job)`` names the file).
     With a GPU (or MPS) present, the runs train one after another in this process.
@@ -132,7 +212,7 @@ def run_jobs(jobs: list[Job], workers: int | None = None, threads: int = 1, prog
     results: dict[str, dict] = {}
     errors: list[tuple[str, BaseException]] = []
     ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or MKL state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(_child, j, threads): j for j in jobs}
         pending = set(futures)
         done_names: set[str] = set()

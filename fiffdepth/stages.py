@@ -541,10 +541,47 @@ def _scorable(L: Layout, method: str) -> bool:
     return (_method_dir(L, method) / "summary.json").is_file()
 
 
+def _method_scores(out, m: str, specs: list, max_images, marigold_steps: int, marigold_ensemble: int, device: str,
+                   name: str | None, pseudo_agreement: bool, compute: bool = True, progress: bool = False) -> dict | None:
+    """``{"key", "results"[, "pseudo"]}``: method ``m``'s scores, from OUT/results/.scores/<m>.json while its
+    weights and the settings are the same, else computed and kept there (None with ``compute=False``).
+    "schema" in the key is bumped when the scores gain fields (2: per scene kind), so older ones are redone."""
+    from . import evaluate as ev
+
+    L = layout(out)
+    key = {"schema": 2, "method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
+           "max_images": max_images, "device": device,
+           "marigold": [marigold_steps, marigold_ensemble] if m == MARIGOLD else None}
+    path = L.results / ".scores" / f"{m}.json"
+    cached = _read_json(path)
+    if not (cached and cached.get("key") == key):
+        cached = None
+    need_pseudo = pseudo_agreement and m != "teacher"  # the teacher against its own labels says nothing
+    if cached is not None and (not need_pseudo or "pseudo" in cached):
+        return cached
+    if not compute:
+        return None
+    predictor, call = predictor_for(out, m, device), pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
+    if cached is None:
+        res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m if name else None, progress=progress,
+                                max_images=max_images, label=label_of(m), model=m, pipeline_kwargs=call)
+        cached = {"key": key, "results": res}
+    if need_pseudo:
+        cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128,
+                                                  pipeline_kwargs=call)
+    write_json(path, cached)
+    return cached
+
+
+def _score_in_child(out: str, m: str, settings: dict) -> None:
+    """``_method_scores`` in a pooled process (``pool.in_processes``): kept in OUT/results/.scores."""
+    _method_scores(out, m, **settings)
+
+
 def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
                      datasets: list[str] | None = None, max_images: int | None = None, marigold_steps: int = 50,
                      marigold_ensemble: int = 10, device: str = "cpu", name: str = "results",
-                     pseudo_agreement: bool = False, progress: bool = True) -> dict:
+                     pseudo_agreement: bool = False, progress: bool = True, workers: int | None = None) -> dict:
     """Score each method (a variant with a finished run, ``"marigold"``, ``"teacher"`` or
     ``"mean_layout"``) with ``fiffdepth.evaluate`` on ``datasets`` (default: the held-out scenes
     of both domains, ``default_eval_datasets``) and, with ``pseudo_agreement``, against the
@@ -559,6 +596,11 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     same prefixed ``real_`` on the second dataset; pseudo_abs_rel / pseudo_delta1 (×100) when
     asked. Further datasets are only in the tables of ``fiffdepth.evaluate.results_table``.
     ``columns``: (row key, header, decimals) of the first table (``seed_spread`` shows the same).
+
+    Scores are kept in OUT/results/.scores and reused while a method's weights and the settings
+    are the same. On a CPU-only machine, methods without kept scores are scored side by side,
+    each in its own one-thread process, ``workers`` at a time (None: one per core; 1: in this
+    process), as ``train_variants`` trains.
     """
     from . import evaluate as ev
 
@@ -567,27 +609,22 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     keys = ev.dataset_keys([ev.parse_dataset_spec(x) for x in specs])
     domains = list(zip(DOMAIN_PREFIXES, keys))
     titles = list(DOMAIN_TITLES[:len(domains)]) if not datasets else [ev.dataset_title(k) for _, k in domains]
-    rows, results, skipped = {}, [], []
-    for m in dict.fromkeys([MEAN_LAYOUT, *methods]):  # the baseline first, each method once
-        if not _scorable(L, m):
-            skipped.append(m)
-            continue
+    rows, results = {}, []
+    order = [m for m in dict.fromkeys([MEAN_LAYOUT, *methods]) if _scorable(L, m)]  # the baseline first, each once
+    skipped = [m for m in dict.fromkeys([MEAN_LAYOUT, *methods]) if m not in order]
+    settings = dict(specs=specs, max_images=max_images, marigold_steps=marigold_steps,
+                    marigold_ensemble=marigold_ensemble, device=device, name=name, pseudo_agreement=pseudo_agreement)
+    todo = [m for m in order if m != MEAN_LAYOUT and _method_scores(out, m, compute=False, **settings) is None]
+    if len(todo) > 1 and workers != 1 and device == "cpu":
+        from .pool import accelerator_present, in_processes
+
+        if not accelerator_present():  # one one-thread process per method, one per core
+            in_processes(_score_in_child, [(str(out), m, settings) for m in todo], workers=workers,
+                         names=todo, desc="score", progress=progress)
+    for m in order:
         label = label_of(m)
-        # Scores are reused (across notebooks too) while the weights and the settings are the same.
-        # "schema": bumped when the scores gain fields (2: per scene kind), so older caches are redone
-        key = {"schema": 2, "method": m, "weights": _weights_digest(out, m), "datasets": [str(x) for x in specs],
-               "max_images": max_images, "device": device,
-               "marigold": [marigold_steps, marigold_ensemble] if m == MARIGOLD else None}
-        predictor, call = None, pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
-        cached = _read_json(L.results / ".scores" / f"{m}.json")
-        if cached and cached.get("key") == key:
-            res = cached["results"]
-        else:
-            predictor = predictor_for(out, m, device)
-            res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m if name else None, progress=progress,
-                                    max_images=max_images, label=label, model=m, pipeline_kwargs=call)
-            cached = {"key": key, "results": res}
-            write_json(L.results / ".scores" / f"{m}.json", cached)
+        cached = _method_scores(out, m, progress=progress, **settings)
+        res = cached["results"]
         results.append(res)
         row = {}
         for prefix, k in domains:
@@ -600,11 +637,6 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
             if m == "teacher":  # the teacher against its own labels says nothing
                 row.update(pseudo_abs_rel=np.nan, pseudo_delta1=np.nan)
             else:
-                if "pseudo" not in cached:
-                    predictor = predictor or predictor_for(out, m, device)
-                    cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128,
-                                                              pipeline_kwargs=call)
-                    write_json(L.results / ".scores" / f"{m}.json", cached)
                 agree = cached["pseudo"]
                 row.update(pseudo_abs_rel=100 * agree.get("abs_rel", np.nan),
                            pseudo_delta1=100 * agree.get("delta1", np.nan))

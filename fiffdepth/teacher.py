@@ -48,6 +48,7 @@ from .atomic import atomic_write
 from .data.io import IMAGE_EXTENSIONS, DataError, image_to_tensor, list_files, read_rgb, to_uint8
 from .data.real import pseudo_label_path
 from .hub import FiffDepthError, load_or_explain, looks_like_local_path
+from .pool import one_thread_lanes
 from .schedules import one_cycle
 
 DEFAULT_TEACHER = "depth-anything/Depth-Anything-V2-Large-hf"
@@ -266,7 +267,24 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
             todo.append((read, rel, stem))
     written = 0
     bar = tqdm(total=len(todo), desc="pseudolabel", unit="img", disable=not progress)
-    with open(out_dir / MANIFEST, "a") as manifest:
+    queued: list = []  # (batch, future of its disparities), in order
+
+    def write_oldest():
+        nonlocal written
+        batch, future = queued.pop(0)
+        for (rel, stem), disp in zip(batch, future.result()):
+            outputs = [f"{stem}.npy", f"{stem}.disp.npy"]
+            (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(out_dir / outputs[0], lambda p: np.save(p, disparity_to_depth(disp, eps)))
+            atomic_write(out_dir / outputs[1], lambda p: np.save(p, disp.astype(np.float32)))
+            manifest.write(json.dumps({"image": rel, "outputs": outputs, "shape": list(disp.shape), **setting}) + "\n")
+            manifest.flush()
+            written += 1
+            bar.update(1)
+
+    # batches are predicted side by side on one thread each (the teacher's bytes do not depend on
+    # the thread count) and written in order
+    with open(out_dir / MANIFEST, "a") as manifest, one_thread_lanes(teacher.device) as lanes:
         for k in range(0, len(todo), batch_size):
             batch, arrays = [], []
             for read, rel, stem in todo[k:k + batch_size]:
@@ -279,15 +297,11 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
                     bar.update(1)
             if not batch:
                 continue
-            for (rel, stem), disp in zip(batch, teacher.predict_disparity(arrays, resolution, batch_size)):
-                outputs = [f"{stem}.npy", f"{stem}.disp.npy"]
-                (out_dir / stem).parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(out_dir / outputs[0], lambda p: np.save(p, disparity_to_depth(disp, eps)))
-                atomic_write(out_dir / outputs[1], lambda p: np.save(p, disp.astype(np.float32)))
-                manifest.write(json.dumps({"image": rel, "outputs": outputs, "shape": list(disp.shape), **setting}) + "\n")
-                manifest.flush()
-                written += 1
-                bar.update(1)
+            queued.append((batch, lanes.submit(teacher.predict_disparity, arrays, resolution, batch_size)))
+            if len(queued) > 2:
+                write_oldest()
+        while queued:
+            write_oldest()
     bar.close()
     return {"written": written, "skipped": skipped, "failed": failed}
 

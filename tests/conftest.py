@@ -3,7 +3,14 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One pytest process (`pytest`): 2 torch threads. Several (`make test` runs pytest-xdist, one
+# worker per core): 1 thread each, also for the processes tests start, so the workers do not
+# oversubscribe the cores. Tests that compare thread counts set them themselves.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
@@ -284,3 +291,16 @@ def make_lab_outputs(out):
     prepare_inputs(out, progress=False, n_synth=16, n_eval=4, size=64, n_real=4, n_styled=4, n_styled_real=4,
                    workers=1)
     return out
+
+
+# The longest files first (minutes each on the project's 2-core CPU: the notebooks' smoke run and
+# nbval, the compiled pipeline, the paper-scale smoke run): under pytest-xdist (`--dist loadfile`,
+# as `make test` runs it) each starts on a free worker at once instead of last, while the other
+# workers take the short files.
+LONGEST_FIRST = ("test_notebooks.py", "test_pipeline.py", "test_paper_smoke.py", "test_pool.py", "test_generator.py",
+                 "test_determinism.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept

@@ -131,7 +131,8 @@ def test_gradients_reach_unet_through_d0_and_d_minus1(tiny_model):
 
 @pytest.mark.slow
 def test_objective_overfits_8_samples(tiny_cfg):
-    """Tiny preset: Eq. 7 falls at least 5x when overfitting 8 fixed samples (4 synthetic + 4 real)."""
+    """Tiny preset: Eq. 7 falls at least 5x within 250 steps when overfitting 8 fixed samples
+    (4 synthetic + 4 real); the loop stops once it has."""
     from fiffdepth.model import FiffDepthModel
 
     torch.manual_seed(0)
@@ -148,4 +149,6 @@ def test_objective_overfits_8_samples(tiny_cfg):
         total.backward()
         opt.step()
         losses.append(total.item())
-    assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
+        if losses[-1] < losses[0] / 5:
+            break
+    assert losses[-1] < losses[0] / 5, (losses[0], losses[-1], len(losses))

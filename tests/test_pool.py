@@ -1,8 +1,9 @@
 """Runs trained side by side (``stages.train_variants``, ``fiffdepth.pool``): one-thread processes,
-so a run's bytes do not depend on how many train at once, and equal those of a one-thread run in
-a process that built its latent caches with one thread (the pool's parent builds them with two:
-the cache is thread-independent); the live plot follows the children's logs; a failing run is
-named. The scenes are rendered at the training resolution, as in ``make reproduce``: a bilinear
+so a run's bytes do not depend on how many train at once or on the run its process trained
+before, and equal those of a one-thread run in a process that built its latent caches with one
+thread (the pool's parent builds them with two one-thread lanes: the cache is thread-independent);
+the live plot follows the children's logs; a failing run is named. Methods scored side by side
+(``evaluate_methods``) score as in one process. The scenes are rendered at the training resolution, as in ``make reproduce``: a bilinear
 resize on the CPU can differ in the last bits between thread counts."""
 
 import json
@@ -48,8 +49,16 @@ def test_side_by_side_runs_match_one_at_a_time_and_one_thread_in_process(data_ro
     variants = ["fiffdepth", stages.MARIGOLD]
     two, solo = (stages.link_inputs(tmp_path / n, data_root) for n in ("two", "solo"))
     seen = []
-    runs = stages.train_variants(two, variants, steps=2, overrides={"train.heldout": 4}, workers=2, progress=False,
-                                 on_log={"fiffdepth": seen.append})
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parent encodes the caches in two one-thread lanes (pool.one_thread_lanes)
+    try:
+        # one worker: the second run trains in the process the first ran in
+        runs = stages.train_variants(two, variants, steps=2, overrides={"train.heldout": 4}, workers=1,
+                                     progress=False, on_log={"fiffdepth": seen.append})
+    finally:
+        torch.set_num_threads(before)
     assert list(runs) == variants and all(runs[v]["threads"] == 1 for v in variants)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}  # the script sets 1 thread itself
     for v in variants:  # one after another, each alone in a one-thread process
@@ -61,6 +70,19 @@ def test_side_by_side_runs_match_one_at_a_time_and_one_thread_in_process(data_ro
     # finished runs are reused without a new process: the summaries come back unchanged
     again = stages.train_variants(two, variants, steps=2, overrides={"train.heldout": 4}, workers=2, progress=False)
     assert again == {v: json.loads((stages.layout(two).runs / v / "summary.json").read_text()) for v in variants}
+    # scored side by side (one one-thread process per method) == scored in this process on 2 threads
+    methods = ["fiffdepth", "teacher", stages.MARIGOLD]
+    kw = dict(marigold_steps=2, marigold_ensemble=1, name=None, pseudo_agreement=True, progress=False)
+    pooled = stages.evaluate_methods(two, methods, workers=2, **kw)["rows"]
+    for p in (stages.layout(two).results / ".scores").glob("*.json"):
+        p.unlink()
+    inline = stages.evaluate_methods(two, methods, workers=1, **kw)["rows"]
+    assert list(pooled) == list(inline) and len(pooled) == 4  # the mean layout first
+    for label in pooled:
+        if label == stages.MARIGOLD_LABEL:  # its 1×1 convolutions' sums depend on the thread count
+            assert pooled[label] == pytest.approx(inline[label], rel=1e-5, nan_ok=True), label
+        else:  # FiffDepth's pipeline and the teacher are thread-independent
+            assert json.dumps(pooled[label]) == json.dumps(inline[label]), label
 
 
 def test_a_failing_run_is_named_after_the_others_end(tmp_path, monkeypatch):
@@ -75,3 +97,32 @@ def test_default_workers_fit_the_cores():
     assert pool.default_workers(100) == cores
     assert pool.default_workers(1) == 1
     assert pool.default_workers(100, threads=cores * 2) == 1
+
+
+def test_in_processes_keeps_order_and_names_a_failure():
+    import operator
+
+    assert pool.in_processes(operator.pow, [(2, 3), (3, 2), (5, 0)], workers=2, progress=False) == [8, 9, 1]
+    with pytest.raises(RuntimeError, match="score 'broken' failed: division by zero"):
+        pool.in_processes(operator.truediv, [(1, 2), (1, 0)], workers=2, names=["fine", "broken"], desc="score",
+                          progress=False)
+
+
+def test_one_thread_lanes_give_the_calls_results_in_order_and_their_errors():
+    import torch
+
+    before = torch.get_num_threads()
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    for threads in (1, 2):  # 1: the calls run inline at submit
+        torch.set_num_threads(threads)
+        try:
+            with pool.one_thread_lanes("cpu") as lanes:
+                futures = [lanes.submit(torch.matrix_power, x, k) for k in range(4)]
+                failed = lanes.submit(torch.matrix_power, x[:, :3], 2)  # not square
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == threads
+            assert all(torch.allclose(f.result(), torch.matrix_power(x, k), rtol=1e-5) for k, f in enumerate(futures))
+            with pytest.raises(RuntimeError):
+                failed.result()
+        finally:
+            torch.set_num_threads(before)
