@@ -77,9 +77,10 @@ def one_thread_lanes(device):
     Python threads as torch had intra-op threads (torch releases the GIL inside its kernels),
     with torch set to one thread meanwhile. On the project's 2-core machine two one-thread
     lanes get more out of the cores than one two-thread call, as two one-thread training runs
-    do (README, Measured, Runs side by side). Use it only for calls whose bytes do not depend
-    on the thread count (the VAE encoder under ``cache._thread_independent``, the teacher).
-    Elsewhere (an accelerator, one thread), calls run in the caller at ``submit``."""
+    do (README, Measured, Runs side by side). Every call runs on one thread, so its bytes are
+    the one-thread bytes whatever the machine's core count (the teacher's sums can depend on the
+    thread count: make reproduce's last, 8-image batch of pseudo-labels did). Elsewhere (an
+    accelerator, one thread), calls run in the caller at ``submit``."""
     import torch
 
     threads = torch.get_num_threads()

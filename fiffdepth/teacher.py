@@ -282,8 +282,9 @@ def pseudolabel_folder(teacher: Teacher, images_dir, out_dir, batch_size: int = 
             written += 1
             bar.update(1)
 
-    # batches are predicted side by side on one thread each (the teacher's bytes do not depend on
-    # the thread count) and written in order
+    # batches are predicted side by side on one thread each and written in order: the labels are
+    # the one-thread labels whatever the core count (on two threads, make reproduce's last batch,
+    # of 8 images, came out different in the last bits)
     with open(out_dir / MANIFEST, "a") as manifest, one_thread_lanes(teacher.device) as lanes:
         for k in range(0, len(todo), batch_size):
             batch, arrays = [], []
