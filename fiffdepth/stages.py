@@ -615,6 +615,8 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     settings = dict(specs=specs, max_images=max_images, marigold_steps=marigold_steps,
                     marigold_ensemble=marigold_ensemble, device=device, name=name, pseudo_agreement=pseudo_agreement)
     todo = [m for m in order if m != MEAN_LAYOUT and _method_scores(out, m, compute=False, **settings) is None]
+    # the longest first, so it does not end alone: the Marigold-style baseline makes steps × ensemble UNet passes per image
+    todo.sort(key=lambda m: m != MARIGOLD)
     if len(todo) > 1 and workers != 1 and device == "cpu":
         from .pool import accelerator_present, in_processes
 
