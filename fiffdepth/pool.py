@@ -105,6 +105,15 @@ def one_thread_lanes(device):
         torch.set_num_threads(threads)
 
 
+def _raise_first_failure(errors: list[tuple[str, BaseException]], what: str, others_noun: str) -> None:
+    """Raise the first of the pooled calls' ``(name, error)`` failures, naming the others, if any."""
+    if not errors:
+        return
+    name, err = errors[0]
+    others = f" ({len(errors) - 1} {others_noun} failed too: {', '.join(n for n, _ in errors[1:])})" if errors[1:] else ""
+    raise RuntimeError(f"{what} {name!r} failed: {err}{others}") from err
+
+
 def _call_child(fn: Callable, args: tuple, threads: int):
     """``fn(*args)`` in a pooled process with ``threads`` torch threads."""
     import torch
@@ -117,7 +126,7 @@ def in_processes(fn: Callable, args_list: list[tuple], workers: int | None = Non
                  names: list[str] | None = None, desc: str = "run", progress: bool = True) -> list:
     """``[fn(*args) for args in args_list]``, in ``workers`` (default ``default_workers``) spawned
     processes with ``threads`` torch threads, each process taking the next call when it is free
-    (the imports, about 10 s on the project's CPU, are paid once per process); ``fn`` must be importable
+    (the imports, about 11 s on the project's slow CPU, are paid once per process); ``fn`` must be importable
     (a module-level function). A failed call does not stop the others; once all have ended, the
     first failure is raised, named by ``names``."""
     import multiprocessing
@@ -139,10 +148,7 @@ def in_processes(fn: Callable, args_list: list[tuple], workers: int | None = Non
             except BaseException as err:  # noqa: BLE001 - reported below, after the others end
                 errors.append((names[i], err))
             bar.update(1)
-    if errors:
-        name, err = errors[0]
-        others = f" ({len(errors) - 1} other(s) failed too: {', '.join(n for n, _ in errors[1:])})" if errors[1:] else ""
-        raise RuntimeError(f"{desc} {name!r} failed: {err}{others}") from err
+    _raise_first_failure(errors, desc, "other(s)")
     return results
 
 
@@ -228,8 +234,5 @@ def run_jobs(jobs: list[Job], workers: int | None = None, threads: int = 1, prog
                     errors.append((j.name, err))
             poll(done_names)
     bar.close()
-    if errors:
-        name, err = errors[0]
-        others = f" ({len(errors) - 1} other run(s) failed too: {', '.join(n for n, _ in errors[1:])})" if errors[1:] else ""
-        raise RuntimeError(f"training run {name!r} failed: {err}{others}") from err
+    _raise_first_failure(errors, "training run", "other run(s)")
     return {j.name: results[j.name] for j in jobs}

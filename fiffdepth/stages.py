@@ -598,9 +598,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     ``columns``: (row key, header, decimals) of the first table (``seed_spread`` shows the same).
 
     Scores are kept in OUT/results/.scores and reused while a method's weights and the settings
-    are the same. On a CPU-only machine, methods without kept scores are scored side by side,
-    each in its own one-thread process, ``workers`` at a time (None: one per core; 1: in this
-    process), as ``train_variants`` trains.
+    are the same. On a CPU-only machine, methods without kept scores are scored side by side in
+    one-thread processes, ``workers`` of them (None: one per core; 1: in this process), as
+    ``train_variants`` trains.
     """
     from . import evaluate as ev
 
@@ -610,8 +610,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     domains = list(zip(DOMAIN_PREFIXES, keys))
     titles = list(DOMAIN_TITLES[:len(domains)]) if not datasets else [ev.dataset_title(k) for _, k in domains]
     rows, results = {}, []
-    order = [m for m in dict.fromkeys([MEAN_LAYOUT, *methods]) if _scorable(L, m)]  # the baseline first, each once
-    skipped = [m for m in dict.fromkeys([MEAN_LAYOUT, *methods]) if m not in order]
+    asked = list(dict.fromkeys([MEAN_LAYOUT, *methods]))  # the baseline first, each method once
+    order = [m for m in asked if _scorable(L, m)]
+    skipped = [m for m in asked if m not in order]
     settings = dict(specs=specs, max_images=max_images, marigold_steps=marigold_steps,
                     marigold_ensemble=marigold_ensemble, device=device, name=name, pseudo_agreement=pseudo_agreement)
     todo = [m for m in order if m != MEAN_LAYOUT and _method_scores(out, m, compute=False, **settings) is None]
@@ -620,7 +621,7 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     if len(todo) > 1 and workers != 1 and device == "cpu":
         from .pool import accelerator_present, in_processes
 
-        if not accelerator_present():  # one one-thread process per method, one per core
+        if not accelerator_present():  # one-thread processes, one per core
             in_processes(_score_in_child, [(str(out), m, settings) for m in todo], workers=workers,
                          names=todo, desc="score", progress=progress)
     for m in order:
