@@ -563,8 +563,9 @@ def _method_scores(out, m: str, specs: list, max_images, marigold_steps: int, ma
         return None
     predictor, call = predictor_for(out, m, device), pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
     if cached is None:
-        res = ev.evaluate_model(predictor, specs, out_dir=L.results / name / m if name else None, progress=progress,
-                                max_images=max_images, label=label_of(m), model=m, pipeline_kwargs=call)
+        rows_dir = L.results / "per_image" / m if name else None
+        res = ev.evaluate_model(predictor, specs, out_dir=rows_dir, progress=progress, max_images=max_images,
+                                label=label_of(m), model=m, pipeline_kwargs=call)
         cached = {"key": key, "results": res}
     if need_pseudo:
         cached["pseudo"] = pseudo_label_agreement(predictor, L.real, L.pseudo, max_images=max_images or 128,
@@ -578,6 +579,66 @@ def _score_in_child(out: str, m: str, settings: dict) -> None:
     _method_scores(out, m, **settings)
 
 
+def _score_settings(out, datasets, max_images, marigold_steps: int, marigold_ensemble: int, device: str,
+                    name: str | None, pseudo: bool) -> dict:
+    """The keyword arguments of ``_method_scores`` (the held-out scenes of both domains when ``datasets`` is empty)."""
+    return dict(specs=list(datasets) if datasets else default_eval_datasets(out), max_images=max_images,
+                marigold_steps=marigold_steps, marigold_ensemble=marigold_ensemble, device=device, name=name,
+                pseudo_agreement=pseudo)
+
+
+def _score_side_by_side(jobs: list[tuple[str, str, dict]], workers: int | None,
+                        progress: bool) -> list[tuple[str, str]]:
+    """Compute the kept scores of the ``(out, method, settings)`` jobs that have none: side by side in
+    one-thread processes (``workers``; None: one per core) on a CPU-only machine when more than one is
+    to do and ``workers`` is not 1, else left to the caller (``_method_scores`` computes in-process).
+    The Marigold-style baseline goes first: it makes steps × ensemble UNet passes per image, and the
+    longest job should not end alone. Returns the ``(out, method)`` pairs scored here."""
+    todo = [j for j in jobs if j[1] != MEAN_LAYOUT and _method_scores(j[0], j[1], compute=False, **j[2]) is None]
+    todo.sort(key=lambda j: j[1] != MARIGOLD)
+    if len(todo) < 2 or workers == 1 or any(j[2]["device"] != "cpu" for j in todo):
+        return []
+    from .pool import accelerator_present, in_processes
+
+    if accelerator_present():
+        return []
+    names = [m if len({o for o, _, _ in todo}) == 1 else f"{Path(o).name}/{m}" for o, m, _ in todo]
+    in_processes(_score_in_child, [(str(o), m, st) for o, m, st in todo], workers=workers, names=names,
+                 desc="score", progress=progress)
+    return [(o, m) for o, m, _ in todo]
+
+
+def score_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
+                  datasets: list[str] | None = None, max_images: int | None = None, marigold_steps: int = 50,
+                  marigold_ensemble: int = 10, device: str = "cpu", name: str | None = "results",
+                  pseudo_agreement: bool | list[str] | tuple = False, progress: bool = True,
+                  workers: int | None = None) -> list[str]:
+    """Compute and keep (OUT/results/.scores) the scores of those ``methods`` that have none yet,
+    exactly as ``evaluate_methods`` would, without making a table; returns the methods scored.
+    ``pseudo_agreement``: True, False, or the methods that are also scored against the teacher's
+    pseudo-labels (``evaluate_methods(..., pseudo_agreement=True)`` then finds them kept). The
+    mean-layout baseline, which every table shows, is scored too (in this process: no model). With
+    ``name`` (any, not None), per-image rows go to OUT/results/per_image/<method>.
+
+    One call scores every method side by side, so a notebook can score the methods of the next
+    one's table in the same pool (``04_evaluate`` scores ``05_ablations``' variants): no core waits
+    for the longest job at the end of each table.
+    """
+    L = layout(out)
+    wanted = set(methods) if pseudo_agreement is True else set(pseudo_agreement or ())
+    if wanted:
+        wanted.add(MEAN_LAYOUT)  # the baseline row of a table with the agreement columns has them too
+    jobs = [(str(out), m, _score_settings(out, datasets, max_images, marigold_steps, marigold_ensemble, device, name,
+                                          m in wanted))
+            for m in dict.fromkeys([MEAN_LAYOUT, *methods]) if _scorable(L, m)]
+    todo = [m for o, m, st in jobs if _method_scores(o, m, compute=False, **st) is None]
+    pooled = _score_side_by_side(jobs, workers, progress)
+    for o, m, st in jobs:
+        if m in todo and (o, m) not in pooled:
+            _method_scores(o, m, progress=progress, **st)
+    return todo
+
+
 def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple = ("fiffdepth", "teacher"),
                      datasets: list[str] | None = None, max_images: int | None = None, marigold_steps: int = 50,
                      marigold_ensemble: int = 10, device: str = "cpu", name: str = "results",
@@ -588,8 +649,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     teacher's pseudo-labels on the real images. The mean-layout baseline (``fiffdepth.baselines``:
     no model, no image) is always scored, and is the first row.
 
-    Writes OUT/results/<name>.json (``{"rows": {label: metrics}, "results": [...]}``) and
-    <name>.md atomically (nothing when ``name`` is None); methods with nothing to score (no
+    Writes OUT/results/<name>.json (``{"rows": {label: metrics}, "results": [...]}``), <name>.md
+    and the per-image rows of the methods it scores, OUT/results/per_image/<method>, atomically
+    (nothing when ``name`` is None); methods with nothing to score (no
     finished run, no teacher, no training scenes) are skipped with a note. Returns ``{"rows",
     "markdown", "results", "skipped", "columns"}``. ``rows`` per method: on the first dataset
     abs_rel, delta1, boundary_f1 (×100) and abs_rel_ratio (AbsRel over the mean layout's); the
@@ -598,9 +660,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     ``columns``: (row key, header, decimals) of the first table (``seed_spread`` shows the same).
 
     Scores are kept in OUT/results/.scores and reused while a method's weights and the settings
-    are the same. On a CPU-only machine, methods without kept scores are scored side by side in
-    one-thread processes, ``workers`` of them (None: one per core; 1: in this process), as
-    ``train_variants`` trains.
+    are the same (``score_methods`` computes them ahead, e.g. for several tables in one pool). On a
+    CPU-only machine, methods without kept scores are scored side by side in one-thread processes,
+    ``workers`` of them (None: one per core; 1: in this process), as ``train_variants`` trains.
     """
     from . import evaluate as ev
 
@@ -613,17 +675,9 @@ def evaluate_methods(out: str | os.PathLike = "outputs", methods: list[str] | tu
     asked = list(dict.fromkeys([MEAN_LAYOUT, *methods]))  # the baseline first, each method once
     order = [m for m in asked if _scorable(L, m)]
     skipped = [m for m in asked if m not in order]
-    settings = dict(specs=specs, max_images=max_images, marigold_steps=marigold_steps,
-                    marigold_ensemble=marigold_ensemble, device=device, name=name, pseudo_agreement=pseudo_agreement)
-    todo = [m for m in order if m != MEAN_LAYOUT and _method_scores(out, m, compute=False, **settings) is None]
-    # the longest first, so it does not end alone: the Marigold-style baseline makes steps × ensemble UNet passes per image
-    todo.sort(key=lambda m: m != MARIGOLD)
-    if len(todo) > 1 and workers != 1 and device == "cpu":
-        from .pool import accelerator_present, in_processes
-
-        if not accelerator_present():  # one-thread processes, one per core
-            in_processes(_score_in_child, [(str(out), m, settings) for m in todo], workers=workers,
-                         names=todo, desc="score", progress=progress)
+    settings = _score_settings(out, specs, max_images, marigold_steps, marigold_ensemble, device, name,
+                               pseudo_agreement)
+    _score_side_by_side([(str(out), m, settings) for m in order], workers, progress)
     for m in order:
         label = label_of(m)
         cached = _method_scores(out, m, progress=progress, **settings)
@@ -753,6 +807,11 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
     # every seed's runs in one pool, so the cores stay busy until the last run
     _train_jobs([Job(str(root), v, steps, preset, {**(overrides or {}), "train.seed": seed})
                  for seed, root in roots.items() for v in variants], workers=workers, progress=progress)
+    # and every seed's scoring in one pool too; the tables below then read the kept scores
+    settings = {root: _score_settings(root, None, max_images, 50, 10, device, "ablations", True)  # as below
+                for root in roots.values()}
+    _score_side_by_side([(str(root), m, settings[root]) for root in roots.values()
+                         for m in variants if _scorable(layout(root), m)], workers, progress)
     for seed, root in roots.items():
         res = evaluate_methods(root, variants, max_images=max_images, device=device, name="ablations",
                                pseudo_agreement=True, progress=progress)

@@ -44,8 +44,9 @@ datasets = []            # [] = the held-out scenes of both embedded domains (sy
 max_images = None
 marigold_steps = 10      # the paper protocol is 50 DDIM steps × ensemble 10 (about 10 s/image here, 20× the time)
 marigold_ensemble = 1      # 10 steps × 1 for the 30-minute budget (an ensemble of 5 is 5× the UNet passes)
+variants = ["image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"]  # 05's, scored here too
 bench_images = 2
-bench_resolution = 256   # Table 3 at 512 px: benchmarks/RESULTS.md (fiffdepth bench)
+bench_resolution = 128   # the embedded models' processing resolution; Table 3 at 512 px: benchmarks/RESULTS.md
 
 
 # %%
@@ -64,6 +65,10 @@ Path(figures_dir).mkdir(parents=True, exist_ok=True)
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output
 stages.train_variants(out_dir, [stages.MARIGOLD], steps=steps, preset=preset, overrides=overrides)  # 03_train's run
+# this table's methods and 05_ablations' variants, scored side by side in one pool (05 reads the kept scores)
+stages.score_methods(out_dir, ["fiffdepth", stages.SHIPPED, "teacher", stages.MARIGOLD, *variants], datasets=datasets,
+                     max_images=max_images, marigold_steps=marigold_steps, marigold_ensemble=marigold_ensemble,
+                     device=device, name="main", pseudo_agreement=["fiffdepth", stages.MARIGOLD, *variants])
 results = stages.evaluate_methods(out_dir, ["fiffdepth", stages.SHIPPED, "teacher", stages.MARIGOLD], datasets=datasets,
                                   max_images=max_images, marigold_steps=marigold_steps,
                                   marigold_ensemble=marigold_ensemble, device=device, name="main")
@@ -74,7 +79,7 @@ display(Markdown(results["markdown"]))
 print({method: round(row["abs_rel"], 1) for method, row in results["rows"].items()})
 
 # %% [markdown]
-# Table 3 analogue: seconds per image for each method at 512×512 on this machine, and the FLOP ratios:
+# Table 3 analogue: seconds per image for each method at `bench_resolution` on this machine, and the FLOP ratios:
 
 # %% tags=["nbval-ignore-output"]
 # nbval-ignore-output

@@ -45,7 +45,7 @@ def data_root(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_side_by_side_runs_match_one_at_a_time_and_one_thread_in_process(data_root, tmp_path):
+def test_side_by_side_runs_match_one_at_a_time_and_one_thread_in_process(data_root, tmp_path, monkeypatch):
     variants = ["fiffdepth", stages.MARIGOLD]
     two, solo = (stages.link_inputs(tmp_path / n, data_root) for n in ("two", "solo"))
     seen = []
@@ -70,10 +70,16 @@ def test_side_by_side_runs_match_one_at_a_time_and_one_thread_in_process(data_ro
     # finished runs are reused without a new process: the summaries come back unchanged
     again = stages.train_variants(two, variants, steps=2, overrides={"train.heldout": 4}, workers=2, progress=False)
     assert again == {v: json.loads((stages.layout(two).runs / v / "summary.json").read_text()) for v in variants}
-    # scored side by side (one one-thread process per method) == scored in this process on 2 threads
+    # scored side by side (one one-thread process per method) == scored in this process on 2 threads;
+    # score_methods keeps the scores (pseudo-label agreement for the methods named), and the table reads them
     methods = ["fiffdepth", "teacher", stages.MARIGOLD]
     kw = dict(marigold_steps=2, marigold_ensemble=1, name=None, pseudo_agreement=True, progress=False)
-    pooled = stages.evaluate_methods(two, methods, workers=2, **kw)["rows"]
+    scored = stages.score_methods(two, methods, workers=2, **{**kw, "pseudo_agreement": ["fiffdepth", stages.MARIGOLD]})
+    assert scored == [stages.MEAN_LAYOUT, *methods]
+    with monkeypatch.context() as m:
+        m.setattr(stages, "predictor_for", lambda *a, **k: pytest.fail("scored again"))
+        pooled = stages.evaluate_methods(two, methods, workers=2, **kw)["rows"]
+        assert stages.score_methods(two, methods, workers=2, **kw) == []
     for p in (stages.layout(two).results / ".scores").glob("*.json"):
         p.unlink()
     inline = stages.evaluate_methods(two, methods, workers=1, **kw)["rows"]
