@@ -28,7 +28,7 @@
 # (`stages.train_variants`): on 2 cores that is faster than one run after another on 2 threads, and
 # a run's bytes do not depend on the machine's core count. With a GPU they train one after another.
 #
-# *Runtime (tiny, 2 CPU cores): 20 minutes on the slower of the project's machines (latent caches, then seven runs of 250 steps, two at a time).*
+# *Runtime (tiny, 2 CPU cores): about 18 minutes on the slower of the project's machines (latent caches, then seven runs of 250 steps, two at a time).*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/03_train.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it

@@ -25,7 +25,7 @@
 # scale pass `datasets` such as `["nyu:/data/nyuv2", "kitti:/data/kitti", ...]`.
 # Table 3: `fiffdepth bench` times every method on the same components.
 #
-# *Runtime (tiny, 2 CPU cores): about 3 minutes (evaluation on both domains; `03_train` trained the Marigold baseline).*
+# *Runtime (tiny, 2 CPU cores): about 5 minutes (`03_train` trained every run): this table's four methods and `05_ablations`' five variants scored on both domains, two at a time, so `05` finds its scores kept.*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/04_evaluate.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it

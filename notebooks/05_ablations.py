@@ -23,7 +23,7 @@
 # agreement with the teacher's pseudo-labels on the real photos. Whatever the numbers say is
 # reported as is.
 #
-# *Runtime (tiny, 2 CPU cores): 4 minutes on the slower of the project's machines: `03_train` has trained the variants (run alone, this notebook trains them, two at a time), so this is scoring eight methods, two at a time; each extra seed retrains six variants and scores them again.*
+# *Runtime (tiny, 2 CPU cores): under a minute after `03_train` and `04_evaluate`, which trained the variants and scored them (run alone, this notebook trains and scores them, two at a time); each extra seed retrains six variants and scores them again.*
 #
 # *This copy has no outputs. `make reproduce` writes it executed, outputs included, to
 # `outputs/notebooks/05_ablations.ipynb` (`make lab LAB_DIR=outputs/notebooks` opens those); or run it
