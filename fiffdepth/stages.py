@@ -620,9 +620,8 @@ def score_methods(out: str | os.PathLike = "outputs", methods: list[str] | tuple
     mean-layout baseline, which every table shows, is scored too (in this process: no model). With
     ``name`` (any, not None), per-image rows go to OUT/results/per_image/<method>.
 
-    One call scores every method side by side, so a notebook can score the methods of the next
-    one's table in the same pool (``04_evaluate`` scores ``05_ablations``' variants): no core waits
-    for the longest job at the end of each table.
+    One call scores every method side by side, so one pool can serve several tables
+    (``04_evaluate`` scores ``05_ablations``' variants too, and pays the pool's imports once).
     """
     L = layout(out)
     wanted = set(methods) if pseudo_agreement is True else set(pseudo_agreement or ())
