@@ -602,7 +602,8 @@ def _score_side_by_side(jobs: list[tuple[str, str, dict]], workers: int | None,
 
     if accelerator_present():
         return []
-    names = [m if len({o for o, _, _ in todo}) == 1 else f"{Path(o).name}/{m}" for o, m, _ in todo]
+    one_root = len({o for o, _, _ in todo}) == 1
+    names = [m if one_root else f"{Path(o).name}/{m}" for o, m, _ in todo]
     in_processes(_score_in_child, [(str(o), m, st) for o, m, st in todo], workers=workers, names=names,
                  desc="score", progress=progress)
     return [(o, m) for o, m, _ in todo]
@@ -795,8 +796,9 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
     L = layout(out)
     variants = list(variants)
     base_seed = int((overrides or {}).get("train.seed", 0))
+    marigold = dict(marigold_steps=50, marigold_ensemble=10)  # evaluate_methods' defaults, for every seed
     main = evaluate_methods(out, variants, max_images=max_images, device=device, name=None,
-                            pseudo_agreement=True, progress=progress)  # cached scores of 05_ablations
+                            pseudo_agreement=True, progress=progress, **marigold)  # cached scores of 05_ablations
     rows_by_seed = {base_seed: main["rows"]}
     roots: dict[int, Path] = {}
     for seed in seeds:
@@ -807,13 +809,13 @@ def seed_spread(out: str | os.PathLike = "outputs", seeds: list[int] | tuple = (
     _train_jobs([Job(str(root), v, steps, preset, {**(overrides or {}), "train.seed": seed})
                  for seed, root in roots.items() for v in variants], workers=workers, progress=progress)
     # and every seed's scoring in one pool too; the tables below then read the kept scores
-    settings = {root: _score_settings(root, None, max_images, 50, 10, device, "ablations", True)  # as below
-                for root in roots.values()}
-    _score_side_by_side([(str(root), m, settings[root]) for root in roots.values()
-                         for m in variants if _scorable(layout(root), m)], workers, progress)
+    _score_side_by_side([(str(root), m, _score_settings(root, None, max_images, **marigold, device=device,
+                                                        name="ablations", pseudo=True))
+                         for root in roots.values() for m in variants if _scorable(layout(root), m)],
+                        workers, progress)
     for seed, root in roots.items():
         res = evaluate_methods(root, variants, max_images=max_images, device=device, name="ablations",
-                               pseudo_agreement=True, progress=progress)
+                               pseudo_agreement=True, progress=progress, **marigold)
         rows_by_seed[seed] = res["rows"]
     spread = spread_over_seeds(rows_by_seed)
     seeds_per_label = {label: max((s[2] for s in stats.values()), default=0) for label, stats in spread.items()}
