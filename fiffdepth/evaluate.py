@@ -382,19 +382,27 @@ def predict_depths(predictor, images: Sequence[torch.Tensor], processing_resolut
     """Depth-like maps (larger = farther) for figures and comparisons: a disparity predictor's
     output goes through ``fiffdepth.teacher.disparity_to_depth``, the pseudo-label convention,
     with its background (sky) drawn as the far plane 1/eps instead of left invalid."""
-    maps = predict_raw(predictor, images, processing_resolution, batch_size, pipeline_kwargs, seed)
-    if output_space(predictor) == "disparity":
+    return depth_like(predict_raw(predictor, images, processing_resolution, batch_size, pipeline_kwargs, seed),
+                      output_space(predictor))
+
+
+def depth_like(maps: Sequence[np.ndarray], space: str) -> list[np.ndarray]:
+    """``predict_raw``'s maps as ``predict_depths`` returns them (disparity through
+    ``disparity_to_depth``, depth as is)."""
+    if space == "disparity":
         from .teacher import PSEUDO_LABEL_EPS, disparity_to_depth
 
-        maps = [disparity_to_depth(m, background=1.0 / PSEUDO_LABEL_EPS) for m in maps]
-    return maps
+        return [disparity_to_depth(m, background=1.0 / PSEUDO_LABEL_EPS) for m in maps]
+    return list(maps)
 
 
 # ============================================================================ scoring one image
 
 
-def _aligned_depth(pred, gt, valid, space: str, protocol: EvalProtocol | None) -> np.ndarray:
-    """Prediction aligned to GT depth (least squares in the predictor's space), clipped to > 0."""
+def aligned_depth(pred, gt, valid, space: str, protocol: EvalProtocol | None = None) -> np.ndarray:
+    """A prediction (``space``: "depth" or "disparity", the predictor's own output) aligned to GT
+    depth by least squares in that space on the valid pixels, as it is scored, as depth > 0 on
+    every pixel."""
     max_res = protocol.alignment_max_res if protocol else None
     if space == "disparity":
         aligned = metrics.align_scale_shift_disparity(pred, gt, valid, max_res)
@@ -409,7 +417,7 @@ def _unaligned_depth(pred, space: str) -> np.ndarray:
 
 
 def _boundary_f1_on_valid(pred, gt, valid, space, protocol) -> float:
-    aligned = np.where(valid, _aligned_depth(pred, gt, valid, space, protocol), np.nan)
+    aligned = np.where(valid, aligned_depth(pred, gt, valid, space, protocol), np.nan)
     return metrics.boundary_f1(aligned, np.where(valid, gt, np.nan))
 
 

@@ -43,22 +43,39 @@ def figure_png(fig, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def stretch(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Depth -> [0, 1] between its 2nd and 98th percentiles over valid pixels (invalid -> NaN)."""
+def stretch_limits(depth: np.ndarray, valid: np.ndarray | None = None) -> tuple[float, float] | None:
+    """The 2nd and 98th percentiles of ``depth`` over its valid, finite pixels (None: there are none)."""
     d = np.asarray(depth, dtype=np.float64)
     valid = np.isfinite(d) if valid is None else (valid & np.isfinite(d))
     if not valid.any():
-        return np.full(d.shape, np.nan)
+        return None
     lo, hi = np.percentile(d[valid], [2, 98])
+    return float(lo), float(hi)
+
+
+def stretch(depth: np.ndarray, valid: np.ndarray | None = None,
+            limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Depth -> [0, 1] between its 2nd and 98th percentiles over valid pixels, or between the
+    given ``limits`` (invalid -> NaN)."""
+    d = np.asarray(depth, dtype=np.float64)
+    valid = np.isfinite(d) if valid is None else (valid & np.isfinite(d))
+    if limits is None:
+        limits = stretch_limits(d, valid)
+    if limits is None:
+        return np.full(d.shape, np.nan)
+    lo, hi = limits
     out = np.clip((d - lo) / max(hi - lo, 1e-9), 0, 1)
     out[~valid] = np.nan
     return out
 
 
-def depth_rgb(depth: np.ndarray, valid: np.ndarray | None = None, cmap: str = "Spectral") -> np.ndarray:
+def depth_rgb(depth: np.ndarray, valid: np.ndarray | None = None, cmap: str = "Spectral",
+              limits: tuple[float, float] | None = None) -> np.ndarray:
+    """A depth map in colour (near red, far blue with Spectral), stretched over its own 2/98
+    percentiles or over ``limits``; invalid pixels black."""
     import matplotlib
 
-    s = stretch(depth, valid)
+    s = stretch(depth, valid, limits)
     rgb = matplotlib.colormaps[cmap](np.nan_to_num(s, nan=0.0))[..., :3]
     rgb[np.isnan(s)] = 0.0
     return rgb
@@ -170,9 +187,13 @@ class LiveLossPlot:
 def comparison_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence[np.ndarray]],
                     gt: Sequence[np.ndarray] | None = None, valid: Sequence[np.ndarray] | None = None,
                     zoom: Sequence[tuple[int, int, int]] | None = None, out=None, cmap: str = "Spectral",
-                    cell: float = 1.9, title: str | None = None):
+                    cell: float = 1.9, title: str | None = None, gt_scale: bool = False):
     """Rows = images; columns = image | (GT) | each method's depth. ``zoom`` = per row
-    ``(top, left, size)``: adds a second row of close-ups of that window (Fig. 6 style)."""
+    ``(top, left, size)``: adds a second row of close-ups of that window (Fig. 6 style).
+    Each depth map is stretched over its own 2/98 percentiles. With ``gt_scale`` (and ``gt``), the
+    predictions are drawn on the ground truth's colour scale instead, so a colour means the same
+    depth across a row: pass them aligned to the ground truth (``fiffdepth.evaluate.aligned_depth``,
+    as they are scored). Pixels without ground truth (sky) show the prediction, clipped to that scale."""
     plt = _plt()
     names = (["image"] + (["ground truth"] if gt is not None else []) + list(columns))
     per = 2 if zoom is not None else 1
@@ -183,7 +204,11 @@ def comparison_grid(images: Sequence[np.ndarray], columns: Mapping[str, Sequence
         v = valid[i] if valid is not None else None
         if gt is not None:
             panels.append(depth_rgb(gt[i], v, cmap))
-        panels += [depth_rgb(columns[k][i], None, cmap) for k in columns]
+        if gt_scale and gt is not None:
+            limits = stretch_limits(gt[i], v)
+            panels += [depth_rgb(columns[k][i], None, cmap, limits) for k in columns]
+        else:
+            panels += [depth_rgb(columns[k][i], None, cmap) for k in columns]
         for j, p in enumerate(panels):
             ax = axes[per * i, j]
             ax.imshow(p)

@@ -844,7 +844,7 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     from .data.base import usable_items
     from .data.io import list_files, read_rgb
     from .data.synthetic import SyntheticDepthDataset
-    from .evaluate import predict_depths
+    from .evaluate import aligned_depth, depth_like, output_space, predict_depths, predict_raw, protocol_of
 
     L = layout(out)
     figs = Path(figures_dir)
@@ -861,11 +861,15 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     valids = [it["valid_mask"][0].numpy() for it in items]
     main = ["fiffdepth", SHIPPED, MARIGOLD, "teacher"]
     available = [m for m in main + list(variants) if _scorable(L, m)]
-    preds_photo, preds_scene = {}, {}
+    protocol = protocol_of("embedded")
+    preds_photo, preds_scene, aligned_scene = {}, {}, {}
     for m in available:
         p, call = predictor_for(out, m, device), pipeline_kwargs_for(m, marigold_steps, marigold_ensemble)
         preds_photo[m] = predict_depths(p, photos, None, pipeline_kwargs=call)
-        preds_scene[m] = predict_depths(p, scenes, None, pipeline_kwargs=call)
+        raw, space = predict_raw(p, scenes, None, pipeline_kwargs=call), output_space(p)
+        preds_scene[m] = depth_like(raw, space)
+        # as scored: fitted to the ground truth in the predictor's own space (depth or disparity)
+        aligned_scene[m] = [aligned_depth(r, g, v, space, protocol) for r, g, v in zip(raw, gts, valids)]
     hwc = lambda xs: [x.permute(1, 2, 0).numpy() for x in xs]  # noqa: E731
     cols = lambda preds, ms: {label_of(m): preds[m] for m in ms if m in preds}  # noqa: E731
     paths = [figs / "fig1_real_photos.png", figs / "fig5_heldout_scenes.png", figs / "fig6_boundaries.png",
@@ -873,12 +877,15 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
     plots.comparison_grid(hwc(photos), cols(preds_photo, main), out=paths[0],
                           title="real photos (scikit-image): FiffDepth (this run, shipped) vs Marigold-style "
                                 "fine-tune vs teacher")
-    plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, out=paths[1],
+    on_gt = ("\neach prediction fitted to the ground truth by least-squares scale and shift, as scored, "
+             "and drawn on the ground truth's colour scale")
+    plots.comparison_grid(hwc(scenes), cols(aligned_scene, main), gt=gts, valid=valids, out=paths[1], gt_scale=True,
                           title="held-out scenes (exact ground truth): "
-                                + ("synthetic rows, then real-styled rows" if len(domains) > 1 else "synthetic"))
+                                + ("synthetic rows, then real-styled rows" if len(domains) > 1 else "synthetic")
+                                + on_gt)
     zoom = [plots.detail_window(g, v, size=max(16, g.shape[0] // 4)) for g, v in zip(gts, valids)]
-    plots.comparison_grid(hwc(scenes), cols(preds_scene, main), gt=gts, valid=valids, zoom=zoom, out=paths[2],
-                          title="boundary close-ups (window with the most GT depth edges)")
+    plots.comparison_grid(hwc(scenes), cols(aligned_scene, main), gt=gts, valid=valids, zoom=zoom, out=paths[2],
+                          gt_scale=True, title="boundary close-ups (window with the most GT depth edges)" + on_gt)
     pick = [0, len(scenes) - 1] if len(scenes) > 1 else [0]  # a synthetic and a real-styled scene
     mixed = hwc(photos[:2] + [scenes[i] for i in pick])
     abl = ["fiffdepth", *variants]
