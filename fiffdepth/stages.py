@@ -836,7 +836,9 @@ def make_figures(out: str | os.PathLike = "outputs", figures_dir: str | os.PathL
                  variants: tuple | list = ("image_trajectory", "no_trajectory", "no_teacher", "teacher_on_d0", "random_init"),
                  n_images: int = 4, marigold_steps: int = 50, marigold_ensemble: int = 10, device: str = "cpu") -> list[Path]:
     """Fig. 1/4 (real photos), Fig. 5 (held-out scenes vs GT), Fig. 6 (boundary close-ups),
-    Fig. 7 (ablation grid) analogues, and ``tables.md`` from OUT/results."""
+    Fig. 7 (ablation grid) analogues, and ``tables.md`` from OUT/results. In Fig. 5 and 6 each
+    prediction is aligned to the ground truth as it is scored and drawn on the ground truth's
+    colour scale; the photos (no ground truth) stretch each map on its own."""
     import matplotlib.pyplot as plt
     import torch
 
