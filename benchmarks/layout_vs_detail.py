@@ -45,15 +45,14 @@ def layout_of(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
 
 def aligned(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, space: str, protocol) -> tuple[np.ndarray, np.ndarray]:
     """(aligned prediction, ground truth), both in the model's own space, as the protocol aligns
-    and clips it: depth, or for a disparity model disparity (1 / depth)."""
-    from fiffdepth import metrics
+    and clips it (``fiffdepth.evaluate.aligned_depth``): depth, or for a disparity model
+    disparity (1 / depth)."""
+    from fiffdepth.evaluate import aligned_depth
 
+    depth = np.clip(aligned_depth(pred, gt, valid, space, protocol), protocol.min_depth, protocol.max_depth)
     if space == "disparity":
-        depth = metrics.align_scale_shift_disparity(pred, gt, valid, protocol.alignment_max_res)
-        depth = np.clip(np.asarray(depth, np.float64), protocol.min_depth, protocol.max_depth)
         return 1.0 / depth, np.where(valid, 1.0 / np.maximum(gt, protocol.min_depth), 0.0)
-    depth = metrics.align_scale_shift(pred, gt, valid, protocol.alignment_max_res)[0]
-    return np.clip(np.asarray(depth, np.float64), protocol.min_depth, protocol.max_depth), gt
+    return depth, gt
 
 
 def main() -> int:
